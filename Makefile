@@ -1,0 +1,34 @@
+# The two commands a fresh clone needs: `make train` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: train test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Stamp files so that an edit to pyproject.toml reinstalls, and nothing else does.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+train: $(VENV)/.installed
+	$(BIN)/jaxformer train $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check jaxformer tests scripts
+	$(BIN)/ruff format --check jaxformer tests scripts
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix jaxformer tests scripts
+	$(BIN)/ruff format jaxformer tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache

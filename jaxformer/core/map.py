@@ -1,0 +1,198 @@
+"""The map: a pure function between spaces, with its parameters in a pytree.
+
+A ``Map`` f : X → Y knows its ``domain`` X, its ``codomain`` Y, how to make its
+parameters (``spec()``, drawn by ``init(key) -> params``) and how to apply them (``f(params, x)``).
+Calling a map checks ``x ∈ X`` and ``f(x) ∈ Y`` at trace time (chex), so a wrong
+shape fails with the map's name and the axis, and costs nothing under ``jit``.
+
+Parameters live in *namespaces*: a leaf map (a layer) owns the dict its
+``init`` returns, filed under its ``name`` by the composite that holds it.
+Combinators that only wire maps together (compose, residual, sum, tokenwise)
+are *transparent*: they file their children's namespaces side by side, so a
+model's params read ``params["blocks"]["attn"]["W_Q"]`` rather than following
+the nesting of the combinators. ``Repeat`` and ``Scope`` open a new namespace.
+
+``trace(params, x)`` returns ``(y, points)``: ``points`` maps each named map to
+the point it produced (a leaf may add internals such as ``"attn.pattern"``),
+the residual stream at every stage, with no hooks and no mutation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from .spaces import Space
+
+Params = dict
+Trace = dict
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter's shape and its initial distribution: N(0, std²) if ``std > 0``,
+    else the constant ``fill`` (0 for biases, 1 for gains)."""
+
+    shape: tuple[int, ...]
+    std: float = 0.0
+    fill: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+def is_param(x) -> bool:
+    return isinstance(x, Param)
+
+
+def materialize(spec: dict, key: jax.Array) -> Params:
+    """Draw a params pytree from a pytree of ``Param``s with one random call.
+
+    One flat N(0, 1) draw, sliced per parameter: compiling one random kernel per
+    parameter shape costs XLA seconds each on CPU, which made initialising even a
+    toy model slow.
+    """
+    leaves, tree = jax.tree.flatten(spec, is_leaf=is_param)
+    return _materializer(tree, tuple(leaves))(key)
+
+
+@functools.cache
+def _materializer(tree, leaves: tuple[Param, ...]):
+    def make(key):
+        z = jax.random.normal(key, (max(1, sum(p.size for p in leaves if p.std)),))
+        out, i = [], 0
+        for p in leaves:
+            if p.std:
+                out.append(p.std * z[i : i + p.size].reshape(p.shape))
+                i += p.size
+            else:
+                out.append(jnp.full(p.shape, p.fill, jnp.float32))
+        return tree.unflatten(out)
+
+    return jax.jit(make)
+
+
+class Map:
+    """Abstract base: subclasses set ``name`` and define ``domain``, ``codomain``,
+    ``init`` and ``apply`` (and ``forward`` to expose internals in a trace)."""
+
+    name: str
+    namespace: bool = True  # leaves own a params namespace; wiring combinators don't
+
+    # -- the map itself --------------------------------------------------------
+    @property
+    def domain(self) -> Space:
+        raise NotImplementedError
+
+    @property
+    def codomain(self) -> Space:
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        """The parameters' shapes and initial distributions: a pytree of ``Param``."""
+        return {}
+
+    def init(self, key: jax.Array) -> Params:
+        """A draw of the parameters (the pytree ``spec()`` describes)."""
+        return materialize(self.spec(), key)
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def forward(self, params: Params, x: jax.Array) -> tuple[jax.Array, Trace]:
+        """``(f(x), points)``; a leaf's default trace is its own output."""
+        y = self.apply(params, x)
+        return y, {self.name: y}
+
+    # -- checked entry points --------------------------------------------------
+    def __call__(self, params: Params, x: jax.Array) -> jax.Array:
+        env = self._check_in(x)
+        y = self.apply(params, x)
+        self.codomain.check(y, f"{self.name} (output)", env)
+        return y
+
+    def trace(self, params: Params, x: jax.Array) -> tuple[jax.Array, Trace]:
+        env = self._check_in(x)
+        y, points = self.forward(params, x)
+        self.codomain.check(y, f"{self.name} (output)", env)
+        return y, points
+
+    def _check_in(self, x) -> dict:
+        self.domain.validate(x, self.name)
+        return self.domain.check(x, f"{self.name} (input)")
+
+    # -- structure -------------------------------------------------------------
+    def children(self) -> tuple[Map, ...]:
+        return ()
+
+    def with_children(self, children: tuple[Map, ...]) -> Map:
+        return self
+
+    def named(self, name: str) -> Map:
+        """The same map under another name (its params move to that namespace)."""
+        return dataclasses.replace(self, name=name)
+
+    def namespaces(self) -> list[str]:
+        """Names this map files in its parent's params dict."""
+        if self.namespace:
+            return [self.name]
+        return [n for c in self.children() for n in c.namespaces()]
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Map]]:
+        """Every map below (and including) this one, with its dotted path; a wrapper
+        that shares its child's name (tokenwise, tie) stands for both."""
+        seen = set()
+        for path, m in self._walk(prefix):
+            if path not in seen:
+                seen.add(path)
+                yield path, m
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, Map]]:
+        path = f"{prefix}{self.name}"
+        yield path, self
+        inner = f"{path}." if self.namespace else prefix
+        for c in self.children():
+            yield from c._walk(inner)
+
+    def find(self, path: str) -> Map:
+        """The sub-map at a dotted path such as ``"blocks.attn"``."""
+        for p, m in self.walk():
+            if p == path or p == f"{self.name}.{path}":
+                return m
+        raise KeyError(f"{self.name}: no sub-map at {path!r}; paths: {[p for p, _ in self.walk()]}")
+
+    def replace(self, path: str, new: Map) -> Map:
+        """A new composite with the sub-map at ``path`` replaced by ``new``.
+
+        The replacement must have the same domain and codomain (interventions do
+        not change the spaces); the original composite is unchanged.
+        """
+        old = self.find(path)
+        if not (old.domain.same_as(new.domain) and old.codomain.same_as(new.codomain)):
+            raise ValueError(
+                f"replace {path!r}: {old.name} is {old.domain} → {old.codomain} but the "
+                f"replacement {new.name} is {new.domain} → {new.codomain}"
+            )
+        return self._replace(old, new)
+
+    def _replace(self, old: Map, new: Map) -> Map:
+        if self is old:
+            return new
+        return self.with_children(tuple(c._replace(old, new) for c in self.children()))
+
+    # -- namespaces: how a parent stores and passes this map's params -----------
+    def spec_in(self) -> dict:
+        return {self.name: self.spec()} if self.namespace else self.spec()
+
+    def own(self, ns: Params) -> Params:
+        return ns[self.name] if self.namespace else ns
+
+    def __repr__(self) -> str:
+        return f"{self.name}: {self.domain} → {self.codomain}"

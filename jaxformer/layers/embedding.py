@@ -1,0 +1,63 @@
+"""Token embedding E: V^T → R^{T×d} and unembedding U: R^{T×d} → R^{T×V}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+
+from ..core import Map, Param, Real, Tokens
+
+
+@dataclass(frozen=True, repr=False)
+class Embedding(Map):
+    """E(t)_i = W_E[t_i].   V^T → R^{T×d};  W_E: [V, d].
+
+    ``context`` bounds T (the model's context length), checked at the domain.
+    """
+
+    V: int
+    d: int
+    context: int | None = None
+    std: float = 0.02
+    name: str = "embed"
+
+    domain = property(
+        lambda self: Tokens(self.V, "T", limits={"T": self.context} if self.context else None)
+    )
+    codomain = property(lambda self: Real("T", self.d))
+
+    def spec(self):
+        return {"W_E": Param((self.V, self.d), self.std)}
+
+    def apply(self, params, t_T):
+        return jnp.take(params["W_E"], t_T, axis=0)
+
+
+@dataclass(frozen=True, repr=False)
+class Unembedding(Map):
+    """U(x) = x W_U + b_U.   R^{T×d} → R^{T×V};  W_U: [d, V], b_U: [V] (if ``bias``).
+
+    The logits are returned in float32 whatever the compute dtype, since the
+    softmax and the loss that read them need the range.
+    """
+
+    d: int
+    V: int
+    bias: bool = False
+    std: float = 0.02
+    name: str = "unembed"
+
+    domain = property(lambda self: Real("T", self.d))
+    codomain = property(lambda self: Real("T", self.V))
+
+    def spec(self):
+        p = {"W_U": Param((self.d, self.V), self.std)}
+        return p | {"b_U": Param((self.V,))} if self.bias else p
+
+    def apply(self, params, x_Td):
+        W_U = params["W_U"].astype(x_Td.dtype)
+        logits = jnp.einsum("td,dv->tv", x_Td, W_U, preferred_element_type=jnp.float32)
+        if self.bias:
+            logits = logits + params["b_U"]
+        return logits.astype(jnp.float32)

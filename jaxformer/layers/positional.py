@@ -1,0 +1,84 @@
+"""Positions: learned and sinusoidal (added to the stream), and RoPE (inside attention).
+
+Learned and sinusoidal positions are maps R^{T×d} → R^{T×d}, x ↦ x + P[:T], so
+``compose(positions, embed)`` is GPT-2's ``W_E[t] + W_pos[i]``. RoPE is not a
+map on the residual stream: it rotates queries and keys, so attention calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core import Map, Param, Real
+
+
+@dataclass(frozen=True, repr=False)
+class LearnedPositions(Map):
+    """x ↦ x + W_pos[:T].   R^{T×d} → R^{T×d} (T ≤ context);  W_pos: [context, d]."""
+
+    context: int
+    d: int
+    std: float = 0.02
+    name: str = "pos"
+
+    domain = property(lambda self: Real("T", self.d, limits={"T": self.context}))
+    codomain = property(lambda self: Real("T", self.d))
+
+    def spec(self):
+        return {"W_pos": Param((self.context, self.d), self.std)}
+
+    def apply(self, params, x_Td):
+        return x_Td + params["W_pos"][: x_Td.shape[0]].astype(x_Td.dtype)
+
+
+def sinusoid_table(T: int, d: int, base: float = 10000.0) -> np.ndarray:
+    """P[i, 2j] = sin(i / base^{2j/d}),  P[i, 2j+1] = cos(i / base^{2j/d}).   [T, d]."""
+    i = np.arange(T)[:, None]
+    freq = base ** (-np.arange(0, d, 2) / d)
+    P = np.zeros((T, d), np.float32)
+    P[:, 0::2] = np.sin(i * freq)
+    P[:, 1::2] = np.cos(i * freq)[:, : d // 2]
+    return P
+
+
+@dataclass(frozen=True, repr=False)
+class SinusoidalPositions(Map):
+    """x ↦ x + P[:T] with the fixed table of ``sinusoid_table`` (no parameters).
+    R^{T×d} → R^{T×d} (T ≤ context)."""
+
+    context: int
+    d: int
+    name: str = "pos"
+
+    domain = property(lambda self: Real("T", self.d, limits={"T": self.context}))
+    codomain = property(lambda self: Real("T", self.d))
+
+    def apply(self, params, x_Td):
+        P = sinusoid_table(x_Td.shape[0], self.d)
+        return x_Td + jnp.asarray(P, x_Td.dtype)
+
+
+def rope_angles(positions: jax.Array, k: int, theta: float = 10000.0) -> jax.Array:
+    """θ_{i,j} = p_i · theta^{-2j/k} for j < k/2.   [T] → [T, k/2]."""
+    inv_freq = theta ** (-jnp.arange(0, k, 2, dtype=jnp.float32) / k)
+    return positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+
+
+def rope(x_Tk: jax.Array, positions: jax.Array, theta: float = 10000.0) -> jax.Array:
+    """Rotate each pair (x_j, x_{j+k/2}) by the angle θ_{i,j} (the "rotate-half" layout
+    of GPT-NeoX and HF LLaMA).   R^{…×T×k} → R^{…×T×k}.
+
+    ``rope(q, i)·rope(k, j)`` depends on i − j only: relative positions for free.
+    """
+    k = x_Tk.shape[-1]
+    if k % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got k={k}")
+    ang = rope_angles(positions, k, theta)
+    cos, sin = jnp.cos(ang), jnp.sin(ang)
+    x1, x2 = x_Tk[..., : k // 2].astype(jnp.float32), x_Tk[..., k // 2 :].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_Tk.dtype)

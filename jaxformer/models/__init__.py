@@ -1,0 +1,7 @@
+"""GPT-2- and LLaMA-style composites built from a validated ``Config``."""
+
+from .build import block, build
+from .config import FAMILIES, Config
+from .entry import logits, validate_tokens
+
+__all__ = ["FAMILIES", "Config", "block", "build", "logits", "validate_tokens"]
