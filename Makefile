@@ -22,13 +22,13 @@ train: $(VENV)/.installed
 	$(BIN)/jaxformer train $(ARGS)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check jaxformer tests scripts
-	$(BIN)/ruff format --check jaxformer tests scripts
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix jaxformer tests scripts
-	$(BIN)/ruff format jaxformer tests scripts
+	$(BIN)/ruff check --fix
+	$(BIN)/ruff format
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,34 +1,42 @@
-"""The ``jaxformer`` command: one sub-command per capability."""
+"""The ``jaxformer`` command: one sub-command per capability.
+
+Each capability registers its sub-commands from its own module through
+``add_parser(subparsers)``; a handler stores itself as ``run`` and returns the
+exit status.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+COMMANDS = (
+    "jaxformer.train.cli",  # train
+    "jaxformer.sample_cli",  # sample
+    "jaxformer.tokenizer.cli",  # tokenizer train|encode|decode
+    "jaxformer.describe.cli",  # describe
+    "jaxformer.interop.cli",  # convert
+)
 
-def _train(args: argparse.Namespace) -> int:
-    print(
-        "jaxformer train: not yet available (the training pipeline has not landed); "
-        "nothing was trained.",
-        file=sys.stderr,
-    )
-    return 2
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxformer", description="jaxformer: maps to language models")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real missing dependency, not an absent capability
+                raise
+            continue
+        module.add_parser(sub)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a model on a text corpus")
-    train.set_defaults(run=_train)
-    try:
-        from .tokenizer.cli import add_parser as add_tokenizer
-    except ImportError:  # the tokenizer sub-command is optional until it lands
-        add_tokenizer = None
-    if add_tokenizer is not None:
-        add_tokenizer(sub)
-    args, extra = parser.parse_known_args(argv)
-    args.extra = extra
-    return args.run(args)
+    args = parser().parse_args(argv)
+    return int(args.run(args) or 0)
 
 
 if __name__ == "__main__":
