@@ -280,7 +280,7 @@ class Repeat(Map):
         return Repeat(children[0], self.L, self.name, self.remat)
 
     def spec(self):
-        stack = lambda p: Param((self.L, *p.shape), p.std, p.fill)
+        stack = lambda p: Param((self.L, *p.shape), ("L", *p.axes), p.std, p.fill)
         return jax.tree.map(stack, self.f.spec_in(), is_leaf=is_param)
 
     def _block(self, traced: bool) -> Callable:

@@ -36,12 +36,19 @@ Trace = dict
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter's shape and its initial distribution: N(0, std²) if ``std > 0``,
-    else the constant ``fill`` (0 for biases, 1 for gains)."""
+    """A parameter's shape, the names of its axes (the letters of the math: ``"H"``,
+    ``"d"``, ``"k"``, ``"m"``, ``"V"``, ``"L"``; sharding rules map them to mesh axes)
+    and its initial distribution: N(0, std²) if ``std > 0``, else the constant
+    ``fill`` (0 for biases, 1 for gains)."""
 
     shape: tuple[int, ...]
+    axes: tuple[str, ...]
     std: float = 0.0
     fill: float = 0.0
+
+    def __post_init__(self):
+        if len(self.axes) != len(self.shape):
+            raise ValueError(f"Param: axes {self.axes} do not name every axis of {self.shape}")
 
     @property
     def size(self) -> int:

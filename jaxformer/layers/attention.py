@@ -55,14 +55,14 @@ class Attention(Map):
     def spec(self):
         H, G, d, k = self.H, self.kv_heads, self.d, self.k
         p = {
-            "W_Q": Param((H, d, k), self.std),
-            "W_K": Param((G, d, k), self.std),
-            "W_V": Param((G, d, k), self.std),
-            "W_O": Param((H, k, d), self.out_std or self.std),
+            "W_Q": Param((H, d, k), ("H", "d", "k"), self.std),
+            "W_K": Param((G, d, k), ("G", "d", "k"), self.std),
+            "W_V": Param((G, d, k), ("G", "d", "k"), self.std),
+            "W_O": Param((H, k, d), ("H", "k", "d"), self.out_std or self.std),
         }
         if self.bias:
-            p |= {"b_Q": Param((H, k)), "b_K": Param((G, k)), "b_V": Param((G, k))}
-            p |= {"b_O": Param((d,))}
+            p |= {"b_Q": Param((H, k), ("H", "k")), "b_K": Param((G, k), ("G", "k"))}
+            p |= {"b_V": Param((G, k), ("G", "k")), "b_O": Param((d,), ("d",))}
         return p
 
     # -- the pieces ----------------------------------------------------------

@@ -28,7 +28,7 @@ class Embedding(Map):
     codomain = property(lambda self: Real("T", self.d))
 
     def spec(self):
-        return {"W_E": Param((self.V, self.d), self.std)}
+        return {"W_E": Param((self.V, self.d), ("V", "d"), self.std)}
 
     def apply(self, params, t_T):
         return jnp.take(params["W_E"], t_T, axis=0)
@@ -52,8 +52,8 @@ class Unembedding(Map):
     codomain = property(lambda self: Real("T", self.V))
 
     def spec(self):
-        p = {"W_U": Param((self.d, self.V), self.std)}
-        return p | {"b_U": Param((self.V,))} if self.bias else p
+        p = {"W_U": Param((self.d, self.V), ("d", "V"), self.std)}
+        return p | {"b_U": Param((self.V,), ("V",))} if self.bias else p
 
     def apply(self, params, x_Td):
         W_U = params["W_U"].astype(x_Td.dtype)

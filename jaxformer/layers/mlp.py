@@ -49,10 +49,14 @@ class MLP(Map):
 
     def spec(self):
         p = {
-            "W_in": Param((self.d, self.m), self.std),
-            "W_out": Param((self.m, self.d), self.out_std or self.std),
+            "W_in": Param((self.d, self.m), ("d", "m"), self.std),
+            "W_out": Param((self.m, self.d), ("m", "d"), self.out_std or self.std),
         }
-        return p | {"b_in": Param((self.m,)), "b_out": Param((self.d,))} if self.bias else p
+        return (
+            p | {"b_in": Param((self.m,), ("m",)), "b_out": Param((self.d,), ("d",))}
+            if self.bias
+            else p
+        )
 
     def forward(self, params, x_d):
         dt = x_d.dtype
@@ -84,9 +88,9 @@ class SwiGLU(Map):
 
     def spec(self):
         return {
-            "W_gate": Param((self.d, self.m), self.std),
-            "W_in": Param((self.d, self.m), self.std),
-            "W_out": Param((self.m, self.d), self.out_std or self.std),
+            "W_gate": Param((self.d, self.m), ("d", "m"), self.std),
+            "W_in": Param((self.d, self.m), ("d", "m"), self.std),
+            "W_out": Param((self.m, self.d), ("m", "d"), self.out_std or self.std),
         }
 
     def forward(self, params, x_d):

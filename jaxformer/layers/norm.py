@@ -50,7 +50,7 @@ class LayerNorm(Map):
     codomain = property(lambda self: Real(self.d))
 
     def spec(self):
-        return {"gamma": Param((self.d,), fill=1.0), "beta": Param((self.d,))}
+        return {"gamma": Param((self.d,), ("d",), fill=1.0), "beta": Param((self.d,), ("d",))}
 
     def forward(self, params, x_d):
         c = center(x_d.astype(jnp.float32))
@@ -74,7 +74,7 @@ class RMSNorm(Map):
     codomain = property(lambda self: Real(self.d))
 
     def spec(self):
-        return {"gamma": Param((self.d,), fill=1.0)}
+        return {"gamma": Param((self.d,), ("d",), fill=1.0)}
 
     def forward(self, params, x_d):
         x = x_d.astype(jnp.float32)

@@ -29,7 +29,7 @@ class LearnedPositions(Map):
     codomain = property(lambda self: Real("T", self.d))
 
     def spec(self):
-        return {"W_pos": Param((self.context, self.d), self.std)}
+        return {"W_pos": Param((self.context, self.d), ("T", "d"), self.std)}
 
     def apply(self, params, x_Td):
         return x_Td + params["W_pos"][: x_Td.shape[0]].astype(x_Td.dtype)

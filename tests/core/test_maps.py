@@ -36,7 +36,7 @@ class Linear(Map):
     codomain = property(lambda self: Real("T", self.m))
 
     def spec(self):
-        return {"W": Param((self.n, self.m), 1 / np.sqrt(self.n))}
+        return {"W": Param((self.n, self.m), ("n", "m"), 1 / np.sqrt(self.n))}
 
     def apply(self, params, x):
         return jnp.tanh(x @ params["W"])
@@ -53,7 +53,7 @@ class Square(Map):
     codomain = property(lambda self: Real(self.n))
 
     def spec(self):
-        return {"b": Param((self.n,), 1.0)}
+        return {"b": Param((self.n,), ("n",), 1.0)}
 
     def apply(self, params, x):
         return x * x + params["b"]
