@@ -203,3 +203,14 @@ class Map:
 
     def __repr__(self) -> str:
         return f"{self.name}: {self.domain} → {self.codomain}"
+
+    # -- notebooks display a map as the chain of maps it is ------------------------
+    def _repr_markdown_(self) -> str:
+        from jaxformer.describe import describe  # lazy: core imports nothing above it
+
+        return describe(self, "markdown")
+
+    def _repr_latex_(self) -> str:
+        from jaxformer.describe import describe  # lazy: core imports nothing above it
+
+        return describe(self, "latex")
