@@ -3,5 +3,6 @@
 from .build import block, build
 from .config import FAMILIES, Config
 from .entry import logits, validate_tokens
+from .presets import PRESETS
 
-__all__ = ["FAMILIES", "Config", "block", "build", "logits", "validate_tokens"]
+__all__ = ["FAMILIES", "PRESETS", "Config", "block", "build", "logits", "validate_tokens"]

@@ -1,0 +1,169 @@
+"""A composite as the chain of maps it applies, in data-flow order (embedding first).
+
+``chain(model, T)`` walks the composite once and returns rows: each map's number
+(``3.1.2``), name, domain → codomain, term (formula and FLOPs per token, from
+``terms.py``), parameter shapes and counts. Groups (repeat, residual, a named
+compose) hold their members; an unnamed compose (``attn∘ln1``) is inlined, and a
+tokenwise lift of a layer shows as that layer on ``ℝ^{T×d}``, its formula written
+for one token ``x_t``. Inside ``repeat(f, L)`` rows are per copy and the group
+counts L copies. A tied parameter (``W_U = W_Eᵀ``) is listed and counted once,
+under its source.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..core import Compose, Map, Parallel, Param, Repeat, Space, Tie, Tokenwise
+from .terms import Term, term_of
+
+DEFAULT_T = 1024  # the sequence length FLOPs are counted at when the model bounds none
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """A parameter of a row: its key, shape, axis names, and the formula that ties it."""
+
+    name: str
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    tied: str | None = None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.tied else math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Row:
+    number: str  # "3.1.2": the position in the chain
+    depth: int
+    name: str
+    map: Map
+    domain: Space
+    codomain: Space
+    term: Term
+    params: tuple[ParamRow, ...]
+    count: int  # parameters of this map and its members (per copy inside a repeat)
+    flops: int | None  # FLOPs per token of this map and its members
+    copies: int = 1  # L for a repeat: its count and flops cover L copies of its members
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The model's rows and totals; ``ties`` are the header's notes (``W_U = W_Eᵀ``)."""
+
+    name: str
+    domain: Space
+    codomain: Space
+    T: int
+    rows: tuple[Row, ...]
+    count: int
+    flops: int | None
+    ties: tuple[Term, ...]
+
+
+def chain(model: Map, T: int | None = None) -> Chain:
+    """The chain of ``model`` with FLOPs counted at sequence length ``T`` (default: the
+    context the model's domain bounds T by, else ``DEFAULT_T``)."""
+    limit = dict(model.domain.limits).get("T")
+    if T is None:
+        T = limit or DEFAULT_T
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int (a sequence length), got {T!r}")
+    if limit is not None and T > limit:
+        raise ValueError(f"T={T} exceeds the context {limit}; pass T ≤ {limit}")
+    walk = _Walk(T)
+    nodes = walk.nodes(model, (), root=True)
+    rows = tuple(r for i, n in enumerate(nodes) for r in n.rows(str(i + 1), 0))
+    count = sum(n.count for n in nodes)
+    flops = _sum(n.flops for n in nodes)
+    return Chain(model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes)
+
+
+@dataclass
+class _Node:
+    map: Map
+    name: str
+    domain: Space
+    codomain: Space
+    term: Term
+    params: tuple[ParamRow, ...]
+    members: list[_Node]
+    copies: int = 1
+
+    @property
+    def count(self) -> int:
+        return sum(p.size for p in self.params) + self.copies * sum(m.count for m in self.members)
+
+    @property
+    def flops(self) -> int | None:
+        inner = _sum(m.flops for m in self.members)
+        if self.term.flops is None or inner is None:
+            return None
+        return self.term.flops + self.copies * inner
+
+    def rows(self, number: str, depth: int) -> list[Row]:
+        own = Row(
+            number, depth, self.name, self.map, self.domain, self.codomain, self.term,
+            self.params, self.count, self.flops, self.copies,
+        )  # fmt: skip
+        inner = [m.rows(f"{number}.{i + 1}", depth + 1) for i, m in enumerate(self.members)]
+        return [own, *(r for rows in inner for r in rows)]
+
+
+def _sum(xs) -> int | None:
+    xs = list(xs)
+    return None if None in xs else sum(xs)
+
+
+class _Walk:
+    """Builds nodes; ``ties`` maps a tied parameter's path to its formula."""
+
+    def __init__(self, T: int):
+        self.T = T
+        self.ties: dict[tuple[str, ...], str] = {}
+        self.notes: tuple[Term, ...] = ()
+
+    def tie(self, m: Tie, ns: tuple[str, ...]) -> None:
+        t = term_of(m, self.T)
+        self.ties[ns + m.dst] = t.text[0]
+        self.notes += (t,)
+
+    def nodes(self, m: Map, ns: tuple[str, ...], root: bool = False) -> list[_Node]:
+        """``m`` as nodes; ``ns`` is the path of the params dict that ``m`` files into
+        (the root's params are the whole pytree, whatever its namespace)."""
+        own = ns if root or not m.namespace else (*ns, m.name)
+        if isinstance(m, Tie):
+            self.tie(m, ns)
+            return self.nodes(m.f, ns, root)
+        if isinstance(m, Compose) and (root or m.name == "∘".join(c.name for c in m.maps)):
+            # the model's own chain, or an unnamed composite: its maps stand in its place
+            return [n for c in reversed(m.maps) for n in self.nodes(c, own)]
+        if isinstance(m, Tokenwise) and not m.f.children():
+            # a layer lifted to sequences: one row on ℝ^{T×d}, formula for one token x_t
+            node = self.nodes(m.f, ns, root)[0]
+            node.domain, node.codomain = m.domain, m.codomain
+            node.term = term_of(m.f, self.T, "x_t")
+            return [node]
+        term = term_of(m, self.T)
+        if not m.children():
+            params = tuple(self._param(own, keys, p) for keys, p in _flatten(m.spec()))
+            return [_Node(m, m.name, m.domain, m.codomain, term, params, [])]
+        order = m.children() if isinstance(m, Parallel) else reversed(m.children())
+        members = [n for c in order for n in self.nodes(c, own)]
+        copies = m.L if isinstance(m, Repeat) else 1
+        return [_Node(m, m.name, m.domain, m.codomain, term, (), members, copies)]
+
+    def _param(self, ns: tuple[str, ...], keys: tuple[str, ...], p: Param) -> ParamRow:
+        return ParamRow(".".join(keys), p.shape, p.axes, self.ties.get(ns + keys))
+
+
+def _flatten(spec: dict, keys: tuple[str, ...] = ()):
+    """(key path, Param) pairs in the order the layer lists them (jax.tree sorts keys)."""
+    for k, v in spec.items():
+        if isinstance(v, Param):
+            yield (*keys, k), v
+        elif v is not None:
+            yield from _flatten(v, (*keys, k))

@@ -1,0 +1,16 @@
+"""Text → tokens, defined exactly: byte-level BPE with tiktoken's semantics.
+
+    τ: str → V*,  τ(s) = BPE_ranks(split_pattern(s)) with special tokens cut out first
+
+``Tokenizer.train`` learns the ranks from a corpus (``train.py``, ``count.py``); ``encode``
+applies them (``encode.py``); ``files.py`` stores them as a ``.tiktoken`` file plus a header.
+
+    tok = Tokenizer.train(text, vocab_size=8192, pattern="gpt2")
+    ids = tok.encode("hello world")            # list[int], equal to tok.to_tiktoken().encode
+    tok.save("runs/tok"); Tokenizer.load("runs/tok") == tok
+"""
+
+from .patterns import CL100K, GPT2, O200K, PATTERNS
+from .tokenizer import ENDOFTEXT, Tokenizer
+
+__all__ = ["CL100K", "ENDOFTEXT", "GPT2", "O200K", "PATTERNS", "Tokenizer"]

@@ -1,0 +1,103 @@
+"""describe's parameter counts: equal to the parameter pytree, and to the published sizes."""
+
+import math
+
+import jax
+import pytest
+
+from jaxformer import Config, build, compose, parallel, repeat, residual, scope, tie, tokenwise
+from jaxformer.describe import chain
+from jaxformer.layers import MLP, Attention, Embedding, LayerNorm, RMSNorm, Unembedding
+from jaxformer.models.presets import PRESETS
+
+# Independent references: the sizes the model cards and papers report.
+PUBLISHED = {
+    "gpt2-small": 124_439_808,
+    "gpt2-medium": 354_823_168,
+    "gpt2-large": 774_030_080,
+    "gpt2-xl": 1_557_611_200,
+    "llama2-7b": 6_738_415_616,
+}
+
+
+def pytree_size(model) -> int:
+    """The number of parameters ``model.init`` makes, without materialising them."""
+    return sum(x.size for x in jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0))))
+
+
+def leaf_rows(c):
+    """Rows without members, each with the product of the repeats above it."""
+    copies, out = {}, []
+    for r in c.rows:
+        parent = r.number.rpartition(".")[0]
+        copies[r.number] = copies.get(parent, 1) * r.copies
+        if not r.map.children():
+            out.append((r, copies.get(parent, 1)))
+    return out
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_counts_its_pytree(name):
+    model = build(PRESETS[name])
+    c = chain(model)
+    assert c.count == pytree_size(model)
+    # the rows add up to the total: each leaf once per copy, tied parameters once
+    assert sum(r.count * n for r, n in leaf_rows(c)) == c.count
+    if name in PUBLISHED:
+        assert c.count == PUBLISHED[name]
+
+
+def test_gpt2_small_rows():
+    c = chain(build(PRESETS["gpt2-small"]))
+    rows = {r.name: r for r in c.rows}
+    assert c.count == 124_439_808 and c.T == 1024
+    assert rows["blocks"].copies == 12 and rows["blocks"].count == 12 * 7_087_872
+    attn = {p.name: p.shape for p in rows["attn"].params}
+    assert attn["W_Q"] == (12, 768, 64) and attn["W_O"] == (12, 64, 768)
+    (W_U,) = rows["unembed"].params
+    assert W_U.tied == "W_U = W_Eᵀ" and W_U.size == 0  # counted once, under embed
+    assert rows["embed"].count == 50257 * 768
+    assert [t.text[0] for t in c.ties] == ["W_U = W_Eᵀ"]
+
+
+def test_llama_gqa_shapes():
+    cfg = Config(family="llama", vocab_size=300, context=32, n_layers=2, d_model=64, n_heads=8,
+                 n_kv_heads=2)  # fmt: skip
+    c = chain(build(cfg))
+    attn = {p.name: p.shape for p in next(r for r in c.rows if r.name == "attn").params}
+    assert attn == {"W_Q": (8, 64, 8), "W_K": (2, 64, 8), "W_V": (2, 64, 8), "W_O": (8, 8, 64)}
+    assert not c.ties and c.count == pytree_size(build(cfg))
+
+
+def hand_built():
+    """Every combinator: parallel, scope, a tokenwise composite, a tie inside a composite."""
+    d, V, T = 16, 40, 8
+    ln = lambda n: tokenwise(LayerNorm(d, name=n))
+    heads = parallel(Attention(d, 2, 8, name="a1"), Attention(d, 4, 4, name="a2"))
+    mlp = tokenwise(compose(MLP(d, 32, name="up"), RMSNorm(d, name="n")), "T")
+    block = compose(residual(mlp), residual(compose(heads, ln("ln1"))), name="blk")
+    body = scope(repeat(block, 3, name="layers"), "body")
+    inner = tie(compose(Unembedding(d, V), body, Embedding(V, d, T)),
+                dst=("unembed", "W_U"), src=("embed", "W_E"))  # fmt: skip
+    return compose(inner, name="model")
+
+
+def test_hand_built_composite():
+    model = hand_built()
+    c = chain(model, T=8)
+    assert c.count == pytree_size(model)
+    names = [r.name for r in c.rows]
+    assert names.index("embed") < names.index("body") < names.index("unembed")  # data flow
+    assert {"a1", "a2", "up", "n", "ln1", "a1+a2"} <= set(names)
+    # the tokenwise composite keeps its members; the tokenwise layer ln1 is one row
+    up = next(r for r in c.rows if r.name == "up")
+    assert up.term.text[0].startswith("x ↦ φ(") and up.domain.shape == (16,)
+    assert next(r for r in c.rows if r.name == "ln1").term.text[0].startswith("x_t ↦")
+
+
+def test_leaf_alone():
+    attn = Attention(32, 4, 8)
+    c = chain(attn, T=16)
+    assert [r.name for r in c.rows] == ["attn"]
+    assert c.count == pytree_size(attn) == 4 * 32 * 32
+    assert math.prod(c.rows[0].params[0].shape) == 4 * 32 * 8
