@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name != name:  # a real missing dependency, not an absent capability
+            if not name.startswith(e.name or "?"):  # a missing dependency, not an absent module
                 raise
             continue
         module.add_parser(sub)

@@ -1,8 +1,9 @@
 """The README's Python examples run as written."""
 
 import re
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_readme_examples_run(capsys):

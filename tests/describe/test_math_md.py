@@ -4,12 +4,13 @@ import importlib
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from jaxformer.describe import TERMS
 
+REPO = Path(__file__).resolve().parents[2]
 MATH = (REPO / "docs" / "MATH.md").read_text()
 REFS = sorted(set(re.findall(r"`(jaxformer(?:\.\w+)+)`", MATH)))
 
