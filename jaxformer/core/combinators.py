@@ -253,6 +253,9 @@ class Repeat(Map):
     Applied with ``lax.scan``, so compile time does not grow with L. ``remat``
     (a ``jax.checkpoint`` policy, or ``True`` for "save nothing") recomputes the
     block's activations in the backward pass instead of storing them.
+    ``unrolled=True`` keeps the scan but unrolls it into straight-line code: compile
+    time grows with L, and in exchange XLA no longer copies every saved activation
+    into an [L, …] stack for the backward pass (about 10% of a CPU training step).
     ``unroll()`` gives the same function as an explicit composite, for inspection.
     """
 
@@ -260,6 +263,7 @@ class Repeat(Map):
     L: int
     name: str = "blocks"
     remat: object = field(default=None, compare=False)
+    unrolled: bool = field(default=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.L, int) or self.L < 1:
@@ -277,7 +281,7 @@ class Repeat(Map):
         return (self.f,)
 
     def with_children(self, children):
-        return Repeat(children[0], self.L, self.name, self.remat)
+        return Repeat(children[0], self.L, self.name, self.remat, self.unrolled)
 
     def spec(self):
         stack = lambda p: Param((self.L, *p.shape), ("L", *p.axes), p.std, p.fill)
@@ -295,11 +299,11 @@ class Repeat(Map):
         return jax.checkpoint(block, policy=policy)
 
     def apply(self, params, x):
-        return jax.lax.scan(self._block(False), x, params)[0]
+        return jax.lax.scan(self._block(False), x, params, unroll=self.unrolled)[0]
 
     def forward(self, params, x):
         """Points are stacked over layers: ``points[name][k]`` has a leading L axis."""
-        y, points = jax.lax.scan(self._block(True), x, params)
+        y, points = jax.lax.scan(self._block(True), x, params, unroll=self.unrolled)
         return y, {self.name: points}
 
     def unroll(self) -> Compose:
@@ -316,8 +320,8 @@ class Repeat(Map):
         }
 
 
-def repeat(f: Map, L: int, name: str = "blocks", remat=None) -> Repeat:
-    return Repeat(f, L, name, remat)
+def repeat(f: Map, L: int, name: str = "blocks", remat=None, unrolled: bool = False) -> Repeat:
+    return Repeat(f, L, name, remat, unrolled)
 
 
 @dataclass(frozen=True, repr=False)

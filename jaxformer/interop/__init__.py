@@ -1,0 +1,20 @@
+"""Import and export of other libraries' weights and tokenizers.
+
+model, params = from_hf("dir")          # transformers GPT-2 / LLaMA → jaxformer
+to_hf(model, params, "out")             # jaxformer → transformers (same logits)
+to_hf_tokenizer_json(tok, "out/tokenizer.json")   # a Tokenizer → HF tokenizers
+"""
+
+from .hf import config_of, from_hf, to_hf
+from .hf_config import SUPPORTED, config_from_hf, config_to_hf
+from .tokenizer_json import to_hf_tokenizer_json
+
+__all__ = [
+    "SUPPORTED",
+    "config_from_hf",
+    "config_of",
+    "config_to_hf",
+    "from_hf",
+    "to_hf",
+    "to_hf_tokenizer_json",
+]

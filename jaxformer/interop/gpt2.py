@@ -1,0 +1,109 @@
+"""GPT-2 weights: HF ``GPT2LMHeadModel`` ↔ jaxformer ``family="gpt2"``.
+
+HF GPT-2 uses ``Conv1D``, which computes ``x @ W + b`` with W stored [in, out]
+(the transpose of ``nn.Linear``), so most matrices map without a transpose.
+Per layer ``l`` (HF names under ``transformer.``; d = n_embd, H heads of k = d/H):
+
+    h.l.ln_1.weight / .bias        [d]        → blocks.ln1.gamma / beta
+    h.l.attn.c_attn.weight         [d, 3d]    → columns [q | k | v], each [d, H·k]
+                                                → W_Q, W_K, W_V [H, d, k] (split the heads)
+    h.l.attn.c_attn.bias           [3d]       → b_Q, b_K, b_V [H, k]
+    h.l.attn.c_proj.weight         [d, d]     → W_O [H, k, d] (rows are the heads' z, concatenated)
+    h.l.attn.c_proj.bias           [d]        → b_O
+    h.l.ln_2.weight / .bias        [d]        → blocks.ln2.gamma / beta
+    h.l.mlp.c_fc.weight / .bias    [d, m], [m] → W_in, b_in
+    h.l.mlp.c_proj.weight / .bias  [m, d], [d] → W_out, b_out
+    wte.weight [V, d] → embed.W_E;   wpe.weight [ctx, d] → pos.W_pos;   ln_f → ln_f
+    lm_head.weight [V, d] → unembed.W_U = lm_head.weightᵀ [d, V]   (absent when tied)
+
+Layers are stacked on a leading L axis (the layout of ``repeat``). The buffers
+``h.l.attn.bias`` / ``masked_bias`` (causal masks that old checkpoints saved)
+are ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..layers.positional import sinusoid_table
+from ..models import Config
+from .mapping import Checkpoint, merge_heads, split_heads, stack, unstack
+
+PREFIX = "transformer."
+IGNORE = r"(^|\.)attn\.(bias|masked_bias)$"
+
+
+def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
+    """HF GPT-2 tensors → the params pytree of ``build(c)``."""
+    V, d, H, k, m = c.vocab_size, c.d_model, c.n_heads, c.d_head, c.d_mlp
+    base = lambda name, *shape: ckpt.take(PREFIX + name, *shape)
+
+    def layer(l: int) -> dict:
+        t = lambda name, *shape: base(f"h.{l}.{name}", *shape)
+        W_qkv, b_qkv = t("attn.c_attn.weight", d, 3 * d), t("attn.c_attn.bias", 3 * d)
+        W_Q, W_K, W_V = (split_heads(W, H) for W in np.split(W_qkv, 3, axis=1))
+        b_Q, b_K, b_V = (b.reshape(H, k) for b in np.split(b_qkv, 3))
+        return {
+            "ln1": {"gamma": t("ln_1.weight", d), "beta": t("ln_1.bias", d)},
+            "attn": {
+                "W_Q": W_Q, "W_K": W_K, "W_V": W_V, "b_Q": b_Q, "b_K": b_K, "b_V": b_V,
+                "W_O": t("attn.c_proj.weight", d, d).reshape(H, k, d),
+                "b_O": t("attn.c_proj.bias", d),
+            },
+            "ln2": {"gamma": t("ln_2.weight", d), "beta": t("ln_2.bias", d)},
+            "mlp": {
+                "W_in": t("mlp.c_fc.weight", d, m), "b_in": t("mlp.c_fc.bias", m),
+                "W_out": t("mlp.c_proj.weight", m, d), "b_out": t("mlp.c_proj.bias", d),
+            },
+        }  # fmt: skip
+
+    params = {
+        "embed": {"W_E": base("wte.weight", V, d)},
+        "pos": {"W_pos": base("wpe.weight", c.context, d)},
+        "blocks": stack([layer(l) for l in range(c.n_layers)]),
+        "ln_f": {"gamma": base("ln_f.weight", d), "beta": base("ln_f.bias", d)},
+        "unembed": {} if c.tied else {"W_U": ckpt.take("lm_head.weight", V, d).T},
+    }
+    if c.tied and ckpt.has("lm_head.weight"):  # some versions saved the tied copy too
+        W = ckpt.take("lm_head.weight", V, d)
+        if not np.array_equal(W, params["embed"]["W_E"]):
+            raise ValueError(
+                f"{ckpt.where}: config.json says tie_word_embeddings=true but lm_head.weight "
+                "differs from wte.weight; set tie_word_embeddings=false to keep both"
+            )
+    ckpt.finish()
+    return params
+
+
+def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
+    """The params pytree of ``build(c)`` (numpy) → HF GPT-2 tensors (the inverse map)."""
+    d, L, H, k, m = c.d_model, c.n_layers, c.n_heads, c.d_head, c.d_mlp
+    blocks = p["blocks"]
+    if not c.bias:  # HF GPT-2 always has biases: zero ones compute the same function
+        z = lambda *shape: np.zeros((L, *shape), np.float32)
+        attn_b = {"b_Q": z(H, k), "b_K": z(H, k), "b_V": z(H, k), "b_O": z(d)}
+        mlp_b = {"b_in": z(m), "b_out": z(d)}
+        blocks = blocks | {"attn": blocks["attn"] | attn_b, "mlp": blocks["mlp"] | mlp_b}
+    out = {"wte.weight": p["embed"]["W_E"]}
+    out["wpe.weight"] = (
+        p["pos"]["W_pos"] if c.positional == "learned" else sinusoid_table(c.context, d)
+    )
+    for l, b in enumerate(unstack(blocks, L)):
+        a, mlp = b["attn"], b["mlp"]
+        qkv = [merge_heads(a[W]) for W in ("W_Q", "W_K", "W_V")]
+        b_qkv = [a[n].reshape(-1) for n in ("b_Q", "b_K", "b_V")]
+        out |= {
+            f"h.{l}.ln_1.weight": b["ln1"]["gamma"], f"h.{l}.ln_1.bias": b["ln1"]["beta"],
+            f"h.{l}.attn.c_attn.weight": np.concatenate(qkv, axis=1),
+            f"h.{l}.attn.c_attn.bias": np.concatenate(b_qkv),
+            f"h.{l}.attn.c_proj.weight": a["W_O"].reshape(H * k, d),
+            f"h.{l}.attn.c_proj.bias": a["b_O"],
+            f"h.{l}.ln_2.weight": b["ln2"]["gamma"], f"h.{l}.ln_2.bias": b["ln2"]["beta"],
+            f"h.{l}.mlp.c_fc.weight": mlp["W_in"], f"h.{l}.mlp.c_fc.bias": mlp["b_in"],
+            f"h.{l}.mlp.c_proj.weight": mlp["W_out"], f"h.{l}.mlp.c_proj.bias": mlp["b_out"],
+        }  # fmt: skip
+    out |= {"ln_f.weight": p["ln_f"]["gamma"], "ln_f.bias": p["ln_f"]["beta"]}
+    tensors = {PREFIX + name: a for name, a in out.items()}
+    if not c.tied:
+        tensors["lm_head.weight"] = p["unembed"]["W_U"].T
+    return tensors

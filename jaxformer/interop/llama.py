@@ -1,0 +1,103 @@
+"""LLaMA weights: HF ``LlamaForCausalLM`` ↔ jaxformer ``family="llama"``.
+
+HF stores ``nn.Linear`` weights [out, in] and computes ``x @ Wᵀ``, so every
+projection is transposed. Per layer ``l`` (HF names under ``model.``; H query
+heads and G key/value heads of size k):
+
+    layers.l.input_layernorm.weight          [d]      → blocks.ln1.gamma
+    layers.l.self_attn.q_proj.weight         [H·k, d] → ᵀ [d, H·k] → W_Q [H, d, k]
+    layers.l.self_attn.k_proj / v_proj      [G·k, d] → ᵀ [d, G·k] → W_K, W_V [G, d, k]
+    layers.l.self_attn.o_proj.weight         [d, H·k] → ᵀ [H·k, d] → W_O [H, k, d]
+    layers.l.self_attn.{q,k,v,o}_proj.bias   (attention_bias=true) → b_Q, b_K, b_V [·, k], b_O [d]
+    layers.l.post_attention_layernorm.weight [d]      → blocks.ln2.gamma
+    layers.l.mlp.gate_proj / up_proj.weight  [m, d]   → ᵀ W_gate, W_in [d, m]
+    layers.l.mlp.down_proj.weight            [d, m]   → ᵀ W_out [m, d]
+    embed_tokens.weight [V, d] → embed.W_E;   norm.weight → ln_f.gamma
+    lm_head.weight [V, d] → unembed.W_U = lm_head.weightᵀ   (absent when tied)
+
+RoPE needs no permutation: HF LLaMA rotates the pairs (x_j, x_{j+k/2}) of each
+head ("rotate-half"), exactly as ``jaxformer.layers.rope`` does. (Meta's
+original checkpoints pair neighbours (x_{2j}, x_{2j+1}) instead; HF's
+conversion script permutes the rows of q_proj and k_proj into rotate-half, so
+convert such a checkpoint with transformers first.) The old buffer
+``rotary_emb.inv_freq`` is ignored: θ comes from config.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..models import Config
+from .mapping import Checkpoint, merge_heads, split_heads, stack, unstack
+
+PREFIX = "model."
+IGNORE = r"\.rotary_emb\.inv_freq$"
+
+
+def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
+    """HF LLaMA tensors → the params pytree of ``build(c)``."""
+    V, d, H, G, k, m = c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp
+    base = lambda name, *shape: ckpt.take(PREFIX + name, *shape)
+
+    def layer(l: int) -> dict:
+        t = lambda name, *shape: base(f"layers.{l}.{name}", *shape)
+        proj = lambda name, n: split_heads(t(f"self_attn.{name}.weight", n * k, d).T, n)
+        attn = {
+            "W_Q": proj("q_proj", H), "W_K": proj("k_proj", G), "W_V": proj("v_proj", G),
+            "W_O": t("self_attn.o_proj.weight", d, H * k).T.reshape(H, k, d),
+        }  # fmt: skip
+        if c.bias:
+            for b, name, n in (("b_Q", "q_proj", H), ("b_K", "k_proj", G), ("b_V", "v_proj", G)):
+                attn[b] = t(f"self_attn.{name}.bias", n * k).reshape(n, k)
+            attn["b_O"] = t("self_attn.o_proj.bias", d)
+        return {
+            "ln1": {"gamma": t("input_layernorm.weight", d)},
+            "attn": attn,
+            "ln2": {"gamma": t("post_attention_layernorm.weight", d)},
+            "mlp": {
+                "W_gate": t("mlp.gate_proj.weight", m, d).T,
+                "W_in": t("mlp.up_proj.weight", m, d).T,
+                "W_out": t("mlp.down_proj.weight", d, m).T,
+            },
+        }
+
+    params = {
+        "embed": {"W_E": base("embed_tokens.weight", V, d)},
+        "blocks": stack([layer(l) for l in range(c.n_layers)]),
+        "ln_f": {"gamma": base("norm.weight", d)},
+        "unembed": {} if c.tied else {"W_U": ckpt.take("lm_head.weight", V, d).T},
+    }
+    if c.tied and ckpt.has("lm_head.weight"):  # some versions saved the tied copy too
+        W = ckpt.take("lm_head.weight", V, d)
+        if not np.array_equal(W, params["embed"]["W_E"]):
+            raise ValueError(
+                f"{ckpt.where}: config.json says tie_word_embeddings=true but lm_head.weight "
+                "differs from embed_tokens.weight; set tie_word_embeddings=false to keep both"
+            )
+    ckpt.finish()
+    return params
+
+
+def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
+    """The params pytree of ``build(c)`` (numpy) → HF LLaMA tensors (the inverse map)."""
+    out = {"embed_tokens.weight": p["embed"]["W_E"], "norm.weight": p["ln_f"]["gamma"]}
+    for l, b in enumerate(unstack(p["blocks"], c.n_layers)):
+        a, mlp, s = b["attn"], b["mlp"], f"layers.{l}."
+        out |= {
+            s + "input_layernorm.weight": b["ln1"]["gamma"],
+            s + "self_attn.q_proj.weight": merge_heads(a["W_Q"]).T,
+            s + "self_attn.k_proj.weight": merge_heads(a["W_K"]).T,
+            s + "self_attn.v_proj.weight": merge_heads(a["W_V"]).T,
+            s + "self_attn.o_proj.weight": a["W_O"].reshape(-1, c.d_model).T,
+            s + "post_attention_layernorm.weight": b["ln2"]["gamma"],
+            s + "mlp.gate_proj.weight": mlp["W_gate"].T,
+            s + "mlp.up_proj.weight": mlp["W_in"].T,
+            s + "mlp.down_proj.weight": mlp["W_out"].T,
+        }
+        if c.bias:
+            for name, proj in (("b_Q", "q"), ("b_K", "k"), ("b_V", "v"), ("b_O", "o")):
+                out[f"{s}self_attn.{proj}_proj.bias"] = a[name].reshape(-1)
+    tensors = {PREFIX + name: a for name, a in out.items()}
+    if not c.tied:
+        tensors["lm_head.weight"] = p["unembed"]["W_U"].T
+    return tensors

@@ -1,0 +1,97 @@
+"""A jaxformer ``Tokenizer`` as an HF ``tokenizer.json`` (the ``tokenizers`` library).
+
+jaxformer's τ is tiktoken's byte-level BPE: split the text with a regex, then
+merge adjacent parts of each piece, always the pair whose concatenation has the
+lowest rank, leftmost first; a piece that is itself a token is taken whole.
+HF's BPE merges by a list of pairs instead, so the export writes:
+
+    vocab    the GPT-2 byte↔unicode image of each token's bytes ↦ its rank
+    merges   for every token t, each split t = x + y into two tokens, in blocks
+             ordered by rank(t): a pair's priority is then the rank of its merge
+    pre      Split(regex, Isolated) then ByteLevel without its own regex
+    model    ignore_merges=true (a piece that is a token is taken whole)
+    added    the special tokens
+
+which is the same map, except in one corner: two *overlapping* pairs with the
+same concatenation (t = x + y = y' + z in one piece) are merged leftmost first by
+tiktoken and in list order by HF. Every single byte is a token (``Tokenizer``
+checks it), so no text needs an unknown token.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+from ..tokenizer import Tokenizer
+
+
+@functools.cache
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's bijection bytes → printable characters: printable Latin-1 bytes map to
+    themselves, the other 68 to U+0100 onwards (so no byte becomes whitespace or control)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    keep += range(ord("®"), ord("ÿ") + 1)
+    moved = [b for b in range(256) if b not in keep]
+    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}
+
+
+def tokenizer_json(tok: Tokenizer) -> dict:
+    """The ``tokenizer.json`` object of ``tok`` (see the module docstring)."""
+    ranks, u = tok.mergeable_ranks, byte_to_unicode()
+    text = lambda token: "".join(u[b] for b in token)
+    merges = [
+        [text(t[:i]), text(t[i:])]
+        for t in sorted(ranks, key=ranks.__getitem__)
+        for i in range(1, len(t))
+        if t[:i] in ranks and t[i:] in ranks
+    ]
+    added = [
+        dict(id=i, content=s, single_word=False, lstrip=False, rstrip=False, normalized=False,
+             special=True)
+        for s, i in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])
+    ]  # fmt: skip
+    byte_level = dict(type="ByteLevel", add_prefix_space=False, trim_offsets=True, use_regex=False)
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": tok.pattern},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                byte_level,
+            ],
+        },
+        "post_processor": None,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": True,
+            "vocab": {text(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])},
+            "merges": merges,
+        },
+    }
+
+
+def to_hf_tokenizer_json(tok: Tokenizer, path: str | os.PathLike) -> None:
+    """Write ``tok`` as the HF ``tokenizer.json`` file ``path`` (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(tokenizer_json(tok), ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""The library's train step, on a mesh.
+
+    step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm})       the same map as train.step
+
+``jax.jit`` of the library's step (unchanged: grad accumulation, clipping, AdamW) with
+in/out shardings: θ and s as the rules say, the batch split over data × fsdp, the
+metrics replicated; the model inside carries the constraints of ``pin.py`` (the
+residual stream, the unstacked weights). XLA's partitioner derives every collective
+from these: the all-gathers of FSDP weights, the reduction of their gradients, the
+all-reduce of the data-parallel gradients and of the tensor-parallel partial sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from ..core import Map
+from ..train.step import make_train_step
+from . import init as I
+from . import rules as R
+from .batch import check_batch
+from .pin import pin_for_mesh
+
+
+@dataclass(frozen=True)
+class ShardedStep:
+    """The jitted step and the shardings it reads and writes (restore targets: θ, s)."""
+
+    fn: Callable  # jax.jit of the library step, with shardings
+    mesh: Mesh
+    params: object  # NamedShardings of θ
+    opt_state: object  # NamedShardings of s
+    batch: NamedSharding
+
+    def __call__(self, params, opt_state, batch_MbT1):
+        check_batch(batch_MbT1.shape, self.mesh)
+        return self.fn(params, opt_state, batch_MbT1)
+
+    def lower(self, params, opt_state, batch_MbT1):
+        return self.fn.lower(params, opt_state, batch_MbT1)
+
+
+def make_sharded_step(
+    model: Map,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    rules=R.RULES,
+    compute_dtype: str = "float32",
+) -> ShardedStep:
+    """The library's train step for ``model``, jitted with shardings on ``mesh``."""
+    params = I.abstract_params(model, mesh, rules)
+    opt_state = I.abstract_opt_state(optimizer, params)
+    shard = lambda tree: jax.tree.map(lambda a: a.sharding, tree)
+    step = make_train_step(pin_for_mesh(model, mesh, rules), optimizer, compute_dtype)
+    batch = R.batch_sharding(mesh)
+    fn = jax.jit(
+        step,
+        in_shardings=(shard(params), shard(opt_state), batch),
+        out_shardings=(shard(params), shard(opt_state), R.replicated(mesh)),
+        donate_argnums=(0, 1),
+    )
+    return ShardedStep(fn, mesh, shard(params), shard(opt_state), batch)

@@ -1,0 +1,108 @@
+"""``jaxformer sample``: text from a trained checkpoint, printed as it is generated.
+
+    jaxformer sample --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 \\
+        --temperature 0.8 --top-k 50 --top-p 0.95 --seed 0
+
+The prompt is printed, then each token's bytes as the compiled loop emits them
+(an incremental UTF-8 decoder holds back a character split across tokens). The
+tokenizer's ``<|endoftext|>`` stops the text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="generate text from a trained checkpoint",
+        description="Continue a prompt with a trained model, streaming the text.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="the training run directory")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None,
+        help="at most this many tokens (default 200, or fewer where the context ends)",
+    )  # fmt: skip
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="the random seed (same seed, same text)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .train.checkpoint import load_for_inference
+
+    try:
+        if not args.prompt:
+            raise ValueError("--prompt is empty; give the text to continue, e.g. --prompt 'The'")
+        config, params, tokenizer = load_for_inference(args.checkpoint)
+        sample(
+            config, params, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jaxformer sample: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def sample(
+    config, params, tokenizer, prompt: str, *, max_new_tokens: int | None = None,
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    seed: int = 0, out: TextIO | None = None,
+) -> list[int]:  # fmt: skip
+    """Write ``prompt`` and its continuation to ``out`` (stdout) as it is generated;
+    return the new token ids, up to the first stop token. ``max_new_tokens=None``:
+    200, or as many as the context leaves after the prompt if that is fewer."""
+    import jax
+
+    from .generate import generate
+    from .models import build
+    from .tokenizer import ENDOFTEXT
+
+    if not prompt:
+        raise ValueError("the prompt is empty; give the text to continue")
+    out = out or sys.stdout
+    ids = tokenizer.encode(prompt, allowed_special="all")
+    stops = [i for s, i in tokenizer.special_tokens.items() if s == ENDOFTEXT]
+    if max_new_tokens is None:
+        max_new_tokens = max(1, min(200, config.context - len(ids)))
+    text = _Stream(tokenizer, stops, out, prompt)
+    new = generate(
+        build(config), params, ids, max_new_tokens, key=jax.random.key(seed),
+        temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops, stream=text,
+    )  # fmt: skip
+    text.close()
+    new = np.asarray(new).tolist()
+    return new[: next((i for i, t in enumerate(new) if t in stops), len(new))]
+
+
+class _Stream:
+    """Called with each step's tokens [1]: writes the prompt (once generation has started,
+    so that a rejected argument prints nothing), then each token's text until a stop."""
+
+    def __init__(self, tokenizer, stops, out: TextIO, prompt: str):
+        self.tokenizer, self.stops, self.out, self.prompt = tokenizer, set(stops), out, prompt
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stopped = False
+
+    def __call__(self, tokens_B) -> None:
+        self.out.write(self.prompt)
+        self.prompt = ""
+        t = int(tokens_B[0])
+        self.stopped = self.stopped or t in self.stops
+        if not self.stopped:
+            self.out.write(self.utf8.decode(self.tokenizer.decode_bytes([t])))
+            self.out.flush()
+
+    def close(self) -> None:
+        self.out.write(self.utf8.decode(b"", final=True) + "\n")
+        self.out.flush()

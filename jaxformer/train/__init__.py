@@ -1,0 +1,22 @@
+"""Training: text → tokens → jitted steps → checkpoints → a model that writes.
+
+config.py      TrainConfig, presets, --key value parsing
+data.py        corpus → tokenizer → token files (cached), train/val split
+sampler.py     the batches: a pure function of (seed, step)
+loss.py        cross-entropy in f32, bits per byte
+optim.py       clip → AdamW(warmup-cosine), decay on matrices
+remat.py       named rematerialisation policies
+step.py        the jitted train step (accumulation, bf16, donation) and eval step
+checkpoint.py  orbax checkpoints, run directories, load_for_inference
+loop.py        the loop (its final sample comes from jaxformer.generate)
+    report.py      metrics lines, MFU, the loss curve; atomic.py atomic writes
+cli.py         `jaxformer train`
+
+from jaxformer.train import TrainConfig
+from jaxformer.train.loop import train
+summary = train(TrainConfig.preset("tiny", out="runs/tiny"))
+"""
+
+from .config import PRESETS, ConfigError, TrainConfig
+
+__all__ = ["PRESETS", "ConfigError", "TrainConfig"]

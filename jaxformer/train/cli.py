@@ -1,0 +1,102 @@
+"""``jaxformer train``: a preset, ``--key value`` overrides, and the loop.
+
+jaxformer train                                  # the default preset (what `make train` runs)
+jaxformer train --preset tiny --steps 100        # a preset with overrides
+jaxformer train --data my_texts/ --out runs/mine --lr 1e-3
+jaxformer train --out runs/mine --resume         # continue where it stopped
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from .config import PRESETS, ConfigError, TrainConfig, parse_value
+
+HELP = {
+    "data": "a UTF-8 text file or a folder of them (default: the bundled Shakespeare)",
+    "tokenizer": "a tokenizer directory to load (default: train a BPE on the train split)",
+    "vocab_size": "the BPE vocabulary to train",
+    "val_fraction": "the tail of the text held out for validation",
+    "family": "gpt2 or llama",
+    "context": "the model's context T, also the training sequence length",
+    "batch_size": "sequences per step (over all micro-batches)",
+    "micro_batches": "gradient accumulation: split each batch into this many micro-batches",
+    "steps": "the length of the run and of its learning-rate schedule",
+    "lr": "peak learning rate (linear warmup, then cosine decay to --min_lr)",
+    "weight_decay": "AdamW weight decay, on the matrices W_* only",
+    "grad_clip": "clip the gradient's global norm to this (0 = off)",
+    "compute_dtype": "float32 or bfloat16 (f32 master weights either way)",
+    "remat": "recompute activations in the backward pass: none, full, dots or names",
+    "max_minutes": "stop cleanly after this many minutes of training (0 = no limit)",
+    "eval_batches": "batches per periodic eval (the final eval reads all of val)",
+    "temperature": "sampling temperature of the final sample (0 = greedy)",
+    "prompt": "the final sample's prompt (default: the first line of the val text)",
+    "out": "the run directory (default: runs/<name>)",
+    "cache": "where tokenizers and token files are cached",
+    "progress": "show the progress bar",
+}
+
+
+def add_parser(subparsers) -> None:
+    presets = "\n".join(
+        f"  {name:<11} {', '.join(f'{k}={v}' for k, v in p.items()) or '(the defaults below)'}"
+        for name, p in PRESETS.items()
+    )
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a text corpus",
+        description=__doc__,
+        usage="jaxformer train [--preset NAME] [--resume | --overwrite] [--KEY VALUE ...]",
+        epilog=f"presets:\n{presets}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default="default", help="start from this preset (default: default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    hints = typing.get_type_hints(TrainConfig)
+    settings = p.add_argument_group("settings (each overrides the preset; defaults shown)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f" (default: {f.default!r})" if f.default != "" else ""
+        settings.add_argument(
+            f"--{f.name}",
+            dest=f"set_{f.name}",
+            default=argparse.SUPPRESS,
+            metavar=hints[f.name].__name__.upper(),
+            type=_parser(f.name),
+            help=f"{HELP.get(f.name, '')}{default}".lstrip(),
+        )
+    p.set_defaults(run=run)
+
+
+def _parser(key: str):
+    def parse(text: str):
+        try:
+            return parse_value(key, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = key
+    return parse
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import checkpoint, data, loop  # jax and friends load only when training
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
+    try:
+        cfg = TrainConfig.preset(args.preset, **overrides)
+        cfg = loop.resolve(cfg, args.resume, args.overwrite, explicit=set(overrides))
+        loop.train(cfg, resume=args.resume)
+    except (ConfigError, data.DataError, checkpoint.CheckpointError) as e:
+        print(f"jaxformer train: error: {e}", file=sys.stderr)
+        return 2
+    except loop.Diverged as e:
+        print(f"jaxformer train: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\njaxformer train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

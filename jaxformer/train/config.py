@@ -1,0 +1,201 @@
+"""The training configuration: one validated dataclass, named presets, ``--key value`` overrides.
+
+    cfg = TrainConfig.preset("default", lr=1e-3)      # a preset with overrides, validated
+    cfg.model_config(vocab_size)                       # the jaxformer.models.Config it trains
+
+Every value is checked when the config is made, before any data is read or any
+function compiled, and an error names the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..models import FAMILIES, Config
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+REMAT_POLICIES = ("none", "full", "dots", "names")
+
+# Keys that may change when a run is resumed: they steer the loop, not the optimisation.
+RESUMABLE = frozenset(
+    {"max_minutes", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"}
+    | {"log_every", "sample_tokens", "temperature", "prompt", "progress"}
+)
+
+
+class ConfigError(ValueError):
+    """A training setting is invalid; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # -- data ------------------------------------------------------------------------------
+    data: str = ""  # a text file or a folder of them; "" = the bundled Shakespeare
+    tokenizer: str = ""  # a tokenizer directory to load; "" = train a BPE on the train split
+    vocab_size: int = 2048  # the BPE vocabulary to train (unused with --tokenizer)
+    val_fraction: float = 0.1  # the tail of the text held out for validation
+    # -- model -----------------------------------------------------------------------------
+    family: str = "gpt2"
+    n_layers: int = 4
+    d_model: int = 192
+    n_heads: int = 4
+    context: int = 128  # T: the model's context and the training sequence length
+    # -- optimisation ----------------------------------------------------------------------
+    batch_size: int = 32  # sequences per step, over all micro-batches and processes
+    micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
+    steps: int = 0  # the length of the run and its LR schedule; 0 = what fits in max_minutes
+    lr: float = 2e-3  # peak learning rate
+    min_lr: float = 2e-4  # the cosine decays to this
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on the matrices W_* only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # global-norm clipping; 0 = off
+    compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 master weights
+    remat: str = "none"  # none | full | dots | names
+    seed: int = 0
+    max_minutes: float = 10.0  # the training time budget (steps and evals); 0 = none
+    # -- evaluation, checkpoints, output ---------------------------------------------------
+    eval_every: int = 250
+    eval_batches: int = 8  # batches per periodic eval; the final eval reads all of val
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    log_every: int = 10  # progress-bar refresh, in steps (metrics are written every step)
+    sample_tokens: int = 200
+    temperature: float = 0.8  # 0 = greedy
+    prompt: str = ""  # "" = the first line of the validation text
+    name: str = "default"
+    out: str = ""  # "" = runs/<name>
+    cache: str = "runs/cache"  # tokenizers and token files, keyed by a hash of their inputs
+    progress: bool = True
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            v, t = getattr(self, f.name), hints[f.name]
+            if t is float and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
+            elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
+                raise ConfigError(f"--{f.name} must be {t.__name__}, got {v!r}")
+        self._check()
+
+    def _check(self):
+        def need(ok: bool, key: str, why: str):
+            if not ok:
+                raise ConfigError(f"--{key} {getattr(self, key)!r}: {why}")
+
+        for k in ("vocab_size", "n_layers", "d_model", "n_heads", "context", "batch_size"):
+            need(getattr(self, k) >= 1, k, "must be a positive integer")
+        for k in ("micro_batches", "eval_every", "eval_batches"):
+            need(getattr(self, k) >= 1, k, "must be a positive integer")
+        for k in ("checkpoint_every", "keep_checkpoints", "log_every"):
+            need(getattr(self, k) >= 1, k, "must be a positive integer")
+        for k in ("steps", "warmup_steps", "sample_tokens", "seed"):
+            need(getattr(self, k) >= 0, k, "must be >= 0")
+        for k in ("weight_decay", "grad_clip", "max_minutes", "temperature", "min_lr"):
+            need(getattr(self, k) >= 0, k, "must be >= 0")
+        need(self.lr > 0, "lr", "the learning rate must be positive")
+        need(self.min_lr <= self.lr, "min_lr", f"must not exceed --lr {self.lr}")
+        if self.steps:
+            need(self.warmup_steps <= self.steps, "warmup_steps", f"exceeds --steps {self.steps}")
+        else:
+            need(self.max_minutes > 0, "steps", "sizes the run to --max_minutes: set that too")
+        need(0 <= self.beta1 < 1, "beta1", "must lie in [0, 1)")
+        need(0 <= self.beta2 < 1, "beta2", "must lie in [0, 1)")
+        need(0 < self.val_fraction < 1, "val_fraction", "must lie in (0, 1), e.g. 0.1")
+        need(self.vocab_size >= 257, "vocab_size", "a byte-level BPE needs at least 257 tokens")
+        need(self.family in FAMILIES, "family", f"choose one of {FAMILIES}")
+        need(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"choose {COMPUTE_DTYPES}")
+        need(self.remat in REMAT_POLICIES, "remat", f"choose one of {REMAT_POLICIES}")
+        need(
+            self.batch_size % self.micro_batches == 0,
+            "batch_size",
+            f"is not divisible by --micro_batches {self.micro_batches}; "
+            "choose a batch size that is a multiple of it",
+        )
+        need(self.name != "" and "/" not in self.name, "name", "must be a plain, non-empty name")
+        self.model_config(self.vocab_size)  # the model's own checks, as config errors
+
+    # -- derived -------------------------------------------------------------------------------
+    def model_config(self, vocab_size: int) -> Config:
+        """The model this run trains, for a tokenizer of ``vocab_size`` ids."""
+        try:
+            return Config(
+                family=self.family,
+                vocab_size=vocab_size,
+                context=self.context,
+                n_layers=self.n_layers,
+                d_model=self.d_model,
+                n_heads=self.n_heads,
+            )
+        except ValueError as e:
+            raise ConfigError(f"the model settings are invalid: {e}") from None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.name}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**_known(d))
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides) -> TrainConfig:
+        """The preset ``name`` with ``overrides`` applied, validated."""
+        if name not in PRESETS:
+            raise ConfigError(f"--preset {name!r}: no such preset; choose one of {list(PRESETS)}")
+        return cls(**{"name": name, **PRESETS[name], **_known(overrides)})
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **_known(changes))
+
+
+def _known(d: dict) -> dict:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {unknown}; the settings are: {', '.join(sorted(fields))}"
+        )
+    return d
+
+
+# `default` is what `make train` runs: as many steps as fit in 10 minutes of training on
+# this machine (measured at startup). `tiny` is for tests and smoke runs.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "tiny": dict(
+        vocab_size=300, n_layers=2, d_model=32, n_heads=2, context=32, batch_size=8,
+        steps=40, max_minutes=0.0, warmup_steps=5, lr=3e-3, min_lr=3e-4, eval_every=20,
+        eval_batches=2, checkpoint_every=10, sample_tokens=20, log_every=1,
+    ),
+    "gpt2-small": dict(
+        vocab_size=32768, n_layers=12, d_model=768, n_heads=12, context=1024,
+        batch_size=512, micro_batches=16, steps=100_000, max_minutes=0.0, lr=6e-4, min_lr=6e-5,
+        warmup_steps=2000, compute_dtype="bfloat16", remat="dots", eval_every=1000,
+        checkpoint_every=1000, eval_batches=20,
+    ),
+}  # fmt: skip
+
+
+def parse_value(key: str, text: str):
+    """The command-line string ``text`` as the type of setting ``key``."""
+    t = typing.get_type_hints(TrainConfig)[key]
+    if t is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected true or false, got {text!r}")
+    try:
+        return t(text)
+    except ValueError:
+        kind = "a number" if t is float else "an integer" if t is int else t.__name__
+        raise ConfigError(f"expected {kind}, got {text!r}") from None

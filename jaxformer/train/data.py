@@ -1,0 +1,229 @@
+"""Text → tokens, once: corpus → train/val split → tokenizer → token files.
+
+    text ─split─▶ (train_text, val_text) ─τ─▶ (train.bin, val.bin) ∈ V^N
+
+The tokenizer is trained on the train split only (or loaded), and each split is
+encoded separately, so the val tokens decode to exactly the val text: bits per
+byte are measured on bytes the model never saw. Everything is cached under
+``cache/<hash>/``, keyed by a hash of the corpus and the tokenizer settings, so a
+second run reads the token files instead of re-encoding; the directory is built
+in a temporary place and renamed, so a half-built cache is never used.
+
+A token file is ``MAGIC ‖ uint32 n ‖ JSON header (n bytes) ‖ tokens``: the header
+holds the dtype (uint16 when V ≤ 65536, else uint32), the token count, the
+vocabulary size and the tokenizer's sha256, and ``read_tokens`` checks the file
+against all of them before memory-mapping it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import importlib.resources
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..tokenizer import Tokenizer
+from ..tokenizer.files import format_ranks
+from .atomic import atomic_open
+from .config import TrainConfig
+
+MAGIC = b"JXTOKENS"
+FORMAT_VERSION = 1
+_ALIGN = 64  # token data starts on a 64-byte boundary
+
+
+class DataError(ValueError):
+    """The corpus, a tokenizer or a token file cannot be used; the message says why and the fix."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A prepared corpus: the tokenizer and both splits as memory-mapped token arrays."""
+
+    tokenizer: Tokenizer
+    train: np.ndarray  # [N_train] uint16|uint32
+    val: np.ndarray  # [N_val]
+    token_bytes: np.ndarray  # [V] int64: the bytes of text each id stands for (bits per byte)
+    val_text: str
+    bzip2_bpb: float  # 8 · |bzip2 -9 (val bytes)| / |val bytes|, the baseline to beat
+    source: str  # where the text came from
+    dir: Path  # the cache directory holding the token files
+
+
+def bundled_corpus() -> Path:
+    """The bundled default corpus: Shakespeare's plays (Project Gutenberg, public domain)."""
+    return Path(str(importlib.resources.files("jaxformer") / "data" / "shakespeare.txt"))
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file, or every file below a folder (sorted by path) joined by blank lines."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"--data {str(path)!r}: no such file or folder")
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if _visible_file(f, p))
+    if not files:
+        raise DataError(f"--data {str(path)!r}: the folder holds no files")
+    texts = []
+    for f in files:
+        try:
+            texts.append(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"--data: {f} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                "convert it to UTF-8 or leave it out"
+            ) from None
+    text = "\n\n".join(texts)
+    if not text.strip():
+        raise DataError(f"--data {str(path)!r}: the text is empty")
+    return text
+
+
+def _visible_file(f: Path, root: Path) -> bool:
+    return f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+
+
+def split(text: str, val_fraction: float) -> tuple[str, str]:
+    """(train, val): val is the tail, cut at the line break nearest the requested fraction."""
+    cut = int(len(text) * (1 - val_fraction))
+    nl = text.rfind("\n", 0, cut)
+    cut = nl + 1 if nl > 0 else cut
+    return text[:cut], text[cut:]
+
+
+def tokenizer_sha256(tok: Tokenizer) -> str:
+    """A hash of what the tokenizer computes: its pattern, special tokens and ranks."""
+    h = hashlib.sha256(json.dumps([tok.pattern, tok.special_tokens], sort_keys=True).encode())
+    h.update(format_ranks(dict(tok.mergeable_ranks)))
+    return h.hexdigest()
+
+
+# -- token files ----------------------------------------------------------------------------
+def write_tokens(path: Path, ids: np.ndarray, vocab_size: int, tokenizer_hash: str) -> None:
+    """Write ``ids`` with its header, atomically."""
+    dtype = np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+    header = {
+        "format": "jaxformer-tokens", "version": FORMAT_VERSION, "dtype": dtype.name,
+        "n_tokens": int(ids.size), "vocab_size": int(vocab_size),
+        "tokenizer_sha256": tokenizer_hash,
+    }  # fmt: skip
+    body = json.dumps(header).encode()
+    body += b" " * (-(len(MAGIC) + 4 + len(body)) % _ALIGN)
+    with atomic_open(path) as f:
+        f.write(MAGIC + struct.pack("<I", len(body)) + body)
+        f.write(np.ascontiguousarray(ids, dtype).tobytes())
+
+
+def read_tokens(
+    path: Path, vocab_size: int | None = None, tokenizer_hash: str | None = None
+) -> np.ndarray:
+    """Memory-map a token file after checking its header, its size and its ids."""
+
+    def bad(why: str) -> DataError:
+        return DataError(f"token file {path}: {why}; delete it (and its folder) to rebuild it")
+
+    if not path.is_file():
+        raise DataError(f"token file {path} is missing; delete its folder to rebuild it")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC) + 4)
+        if len(head) < len(MAGIC) + 4 or head[: len(MAGIC)] != MAGIC:
+            raise bad("not a jaxformer token file (bad magic)")
+        (n,) = struct.unpack("<I", head[len(MAGIC) :])
+        try:
+            header = json.loads(f.read(n))
+            dtype = np.dtype(header["dtype"])
+            n_tokens, vocab = int(header["n_tokens"]), int(header["vocab_size"])
+            file_hash = header["tokenizer_sha256"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise bad(f"unreadable header ({e})") from None
+    if dtype not in (np.uint16, np.uint32):
+        raise bad(f"dtype {dtype} is not uint16 or uint32")
+    offset = len(MAGIC) + 4 + n
+    if (size - offset) % dtype.itemsize:
+        raise bad(f"{size - offset} data bytes is not a multiple of the {dtype} size")
+    if (size - offset) // dtype.itemsize != n_tokens:
+        raise bad(f"holds {(size - offset) // dtype.itemsize} tokens, the header says {n_tokens}")
+    if vocab_size is not None and vocab != vocab_size:
+        raise bad(f"was written for a vocabulary of {vocab}, the tokenizer has {vocab_size}")
+    if tokenizer_hash is not None and file_hash != tokenizer_hash:
+        raise bad("was written by a different tokenizer (sha256 mismatch)")
+    ids = np.memmap(path, dtype, "r", offset, (n_tokens,))
+    if n_tokens and int(ids.max()) >= vocab:
+        raise bad(f"holds token id {int(ids.max())}, outside the vocabulary [0, {vocab})")
+    return ids
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+def prepare(cfg: TrainConfig, log=print) -> Corpus:
+    """Read, split, tokenize and cache the corpus of ``cfg`` (or reuse the cache)."""
+    source = Path(cfg.data) if cfg.data else bundled_corpus()
+    text = read_text(source)
+    train_text, val_text = split(text, cfg.val_fraction)
+    loaded = _load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    settings = {
+        "version": FORMAT_VERSION,
+        "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "val_fraction": cfg.val_fraction,
+        "tokenizer": tokenizer_sha256(loaded) if loaded else {"vocab_size": cfg.vocab_size},
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cfg.cache) / key
+    if not (folder / "meta.json").is_file():
+        log(f"preparing {source} → {folder} (tokenizer and token files, once)")
+        _build(folder, train_text, val_text, loaded, cfg.vocab_size, settings)
+    meta = json.loads((folder / "meta.json").read_text())
+    tok = _load_tokenizer(folder / "tokenizer")
+    h = tokenizer_sha256(tok)
+    train = read_tokens(folder / "train.bin", tok.n_vocab, h)
+    val = read_tokens(folder / "val.bin", tok.n_vocab, h)
+    for name, ids in (("train", train), ("val", val)):
+        if ids.size < cfg.context + 2:
+            raise DataError(
+                f"the {name} split has {ids.size} tokens, too few for --context "
+                f"{cfg.context}: use more text, a shorter context or another --val_fraction"
+            )
+    token_bytes = np.zeros(tok.n_vocab, np.int64)  # special tokens stand for no text: 0
+    for token, rank in tok.mergeable_ranks.items():
+        token_bytes[rank] = len(token)
+    return Corpus(tok, train, val, token_bytes, val_text, meta["bzip2_bpb"], str(source), folder)
+
+
+def _load_tokenizer(path) -> Tokenizer:
+    try:
+        return Tokenizer.load(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--tokenizer {str(path)!r}: cannot load it ({e})") from None
+
+
+def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, settings) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would make the cache private to one user
+    try:
+        if tok is None:
+            tok = Tokenizer.train(train_text, vocab_size)
+        tok.save(tmp / "tokenizer")
+        h, encode = tokenizer_sha256(tok), tok.to_tiktoken().encode_ordinary
+        for name, part in (("train", train_text), ("val", val_text)):
+            write_tokens(tmp / f"{name}.bin", np.asarray(encode(part)), tok.n_vocab, h)
+        val_bytes = val_text.encode()
+        bpb = 8 * len(bz2.compress(val_bytes, 9)) / len(val_bytes)
+        meta = {**settings, "bzip2_bpb": bpb, "n_vocab": tok.n_vocab}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if folder.exists() and not (folder / "meta.json").is_file():
+            shutil.rmtree(folder)  # not ours to keep: a cache folder someone broke by hand
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process built it first: theirs is as good as ours
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,298 @@
+"""The training loop: data → steps → evals → checkpoints → loss curve → a sample.
+
+    for k in start … K-1:
+        θ, s = train_step(θ, s, sampler.batch(k))        loss and ‖g‖ must be finite
+        every eval_every:        val loss, perplexity, bits per byte (vs bzip2)
+        every checkpoint_every:  checkpoint (params, optimizer, step, sampler state)
+    then: checkpoint, the full val set, loss.png, a sample.
+
+The run is a function of its config: batch k is a function of (seed, k), and the
+initial params of the seed, so a run resumed from the checkpoint at step k repeats
+the uninterrupted run's steps bit for bit (on one machine).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from ..generate import generate
+from ..models import build
+from . import checkpoint as C
+from . import data, optim, report, sampler, step
+from .atomic import atomic_open
+from .config import RESUMABLE, ConfigError, TrainConfig
+from .loss import bits_per_byte
+from .remat import build_model
+
+# The default preset gets about 650 steps on an idle 2-core machine; far fewer is worth a note.
+SLOW_STEPS = 500
+
+
+class Diverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve(cfg: TrainConfig, resume: bool, overwrite: bool, explicit: set[str]) -> TrainConfig:
+    """The config to run: ``cfg`` for a new run, the saved one (with loop-only changes) on
+    resume. Refuses to train over an existing run unless asked to."""
+    run_dir = cfg.run_dir
+    exists = (run_dir / "config.json").exists()
+    if resume:
+        if not exists:
+            raise ConfigError(f"--resume: {run_dir} holds no run to resume; drop --resume")
+        saved, _ = C.read_run_config(run_dir)
+        changed = {k for k in explicit if getattr(cfg, k) != getattr(saved, k)} - {"out", "name"}
+        if changed - RESUMABLE:
+            raise ConfigError(
+                f"--resume: {sorted(changed - RESUMABLE)} differ from the saved run; a resumed "
+                f"run keeps its settings except {sorted(RESUMABLE)}"
+            )
+        return saved.replace(out=str(run_dir), **{k: getattr(cfg, k) for k in changed})
+    if exists or (run_dir / "checkpoints").exists():
+        if not overwrite:
+            raise ConfigError(
+                f"{run_dir} already holds a run: pass --resume to continue it, --overwrite "
+                "to start it again, or --out DIR for a new one"
+            )
+        shutil.rmtree(run_dir)
+    return cfg
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # promptly, also into a pipe or a log file
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=_print) -> dict:
+    """Train as ``cfg`` says, into ``cfg.run_dir``; returns a summary of the run."""
+    if jax.process_count() > 1:
+        raise ConfigError("jaxformer train runs one process; multi-process training is not wired")
+    t_start = time.time()
+    run_dir = cfg.run_dir
+    corpus = data.prepare(cfg, log=log)
+    tok = corpus.tokenizer
+    mcfg = cfg.model_config(tok.n_vocab)
+    model = build_model(mcfg, cfg.remat)
+    params = model.init(jax.random.key(cfg.seed))
+    M, T = cfg.micro_batches, cfg.context
+    b = cfg.batch_size // M
+    batches = sampler.BatchSampler(corpus.train.size, T, cfg.batch_size, cfg.seed)
+    evaluate = _evaluator(step.make_eval_step(model, cfg.compute_dtype), corpus, T, b)
+    if cfg.steps == 0:
+        x = batches.batch(corpus.train, 0).reshape(M, b, T + 1)
+        cfg = _size_run(cfg, model, params, x, evaluate, log)
+    opt = optim.optimizer(cfg)
+    opt_state = opt.init(params)
+    ckpt = C.Checkpoints(run_dir, keep=cfg.keep_checkpoints)
+    start = 0
+    if resume:
+        start = ckpt.latest()
+        if start is None:
+            raise C.CheckpointError(f"--resume: {run_dir} holds no complete checkpoint yet")
+        params, opt_state, meta = ckpt.restore(start, params, opt_state)
+        if meta["sampler"] != {"seed": cfg.seed, "step": start}:
+            raise C.CheckpointError(f"{run_dir}: checkpoint {start} has a foreign sampler state")
+        if meta["tokenizer_sha256"] != data.tokenizer_sha256(tok):
+            raise C.CheckpointError(
+                f"--resume: the corpus or tokenizer changed since {run_dir} was trained "
+                f"(the tokenizer's hash differs); train a new run with --out DIR"
+            )
+    else:
+        C.save_run_files(run_dir, cfg, mcfg, tok)
+    metrics = report.Metrics(run_dir / "metrics.jsonl", keep_until=start if resume else None)
+
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    log(
+        f"model  {mcfg.family} L={mcfg.n_layers} d={mcfg.d_model} H={mcfg.n_heads} T={T} "
+        f"V={mcfg.vocab_size}: {n_params / 1e6:.2f}M params\n"
+        f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
+        f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
+        f"{batches.n_windows:,} windows of {T} per epoch\n"
+        f"train  {cfg.steps} steps × {cfg.batch_size} sequences"
+        + (f" ({M} micro-batches of {b})" if M > 1 else "")
+        + f", lr {cfg.lr:g} → {cfg.min_lr:g}, {cfg.compute_dtype}, remat={cfg.remat}"
+        + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
+        + f"\nout    {run_dir}"
+        + (f"  (resuming at step {start})" if resume else "")
+    )
+
+    train_step = step.make_train_step(model, opt, cfg.compute_dtype)
+    peak = report.measure_peak_flops()
+    mfu = lambda tok_s: tok_s * report.flops_per_token(mcfg, n_params) / peak
+    lr = optim.schedule(cfg)
+    bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not cfg.progress, leave=False)
+    say = lambda s: bar.write(s) if cfg.progress else log(s)
+
+    def do_eval(k: int, full: bool) -> dict:
+        nll, n_tok, n_bytes = evaluate(params, None if full else cfg.eval_batches)
+        r = {
+            "step": k, "val_loss": nll / n_tok, "val_ppl": math.exp(min(nll / n_tok, 50)),
+            "val_bpb": bits_per_byte(nll, n_bytes), "bzip2_bpb": corpus.bzip2_bpb,
+            "val_tokens": n_tok,
+        }  # fmt: skip
+        metrics.write(r)
+        say(
+            f"eval   step {k:>6}: val loss {r['val_loss']:.4f}  ppl {r['val_ppl']:.2f}  "
+            f"bits/byte {r['val_bpb']:.4f} (bzip2 -9: {corpus.bzip2_bpb:.4f})"
+            + ("  [all of val]" if full else f"  [{n_tok:,} val tokens]")
+        )
+        return r
+
+    saved = [start] if resume else []
+
+    tok_hash = data.tokenizer_sha256(tok)
+
+    def save(k: int) -> None:
+        meta = {"sampler": {"seed": cfg.seed, "step": k}, "tokenizer_sha256": tok_hash}
+        ckpt.save(k, params, opt_state, meta | {"train": cfg.to_dict(), "model": mcfg.to_dict()})
+        saved.append(k)
+
+    k, stopped_early = start, False
+    t_loop, t_mark, k_mark = time.time(), None, start
+    try:
+        while k < cfg.steps:
+            x = batches.batch(corpus.train, k).reshape(M, b, T + 1)
+            params, opt_state, m = train_step(params, opt_state, x)
+            loss, gnorm = float(m["loss"]), float(m["grad_norm"])
+            if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                ckpt.wait()
+                good = ckpt.latest()
+                raise Diverged(
+                    f"step {k + 1}: the loss is {loss} and the gradient norm {gnorm}; training "
+                    f"stopped. The last good checkpoint is "
+                    + (f"step {good} in {ckpt.dir}" if good is not None else "none (no save yet)")
+                    + ": lower --lr or raise --warmup_steps, then start again"
+                    + (" (or --resume)" if good is not None else "")
+                )
+            k += 1
+            metrics.write(
+                {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
+                | {"time": round(time.time() - t_loop, 3)}
+            )
+            bar.update(1)
+            if t_mark is None:  # the first step compiled: time (and the budget) from here
+                t_mark, k_mark = time.time(), k
+            elif k % cfg.log_every == 0 or k == cfg.steps:
+                tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
+                bar.set_postfix_str(f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {mfu(tok_s):.1%}")
+            if k % cfg.eval_every == 0 and k < cfg.steps:
+                do_eval(k, full=False)
+            if k % cfg.checkpoint_every == 0 and k < cfg.steps:
+                save(k)
+            if cfg.max_minutes and time.time() - t_mark > 60 * cfg.max_minutes and k < cfg.steps:
+                stopped_early = True
+                say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
+                break
+    finally:
+        bar.close()
+    train_s = time.time() - t_loop
+    tok_s = 0.0
+    if t_mark is not None and k > k_mark:
+        tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
+    if not saved or saved[-1] != k:
+        save(k)
+    final = do_eval(k, full=True)
+    metrics.close()
+    ckpt.wait()
+    ckpt.close()
+    bytes_per_token = len(corpus.val_text.encode()) / corpus.val.size
+    report.plot_loss(
+        run_dir / "metrics.jsonl", run_dir / "loss.png", corpus.bzip2_bpb, bytes_per_token
+    )
+    text = _sample(cfg, mcfg, params, tok, cfg.prompt or corpus.val_text.lstrip().split("\n")[0])
+    with atomic_open(run_dir / "sample.txt", "w") as f:
+        f.write(text + "\n")
+    summary = {
+        "step": k, "steps": cfg.steps, "stopped_early": stopped_early,
+        "val_bpb": final["val_bpb"], "val_loss": final["val_loss"], "bzip2_bpb": corpus.bzip2_bpb,
+        "tokens_per_s": tok_s, "mfu": mfu(tok_s),
+        "train_s": train_s, "total_s": time.time() - t_start, "n_params": n_params,
+        "run_dir": str(run_dir), "sample": text,
+    }  # fmt: skip
+    verdict = "below" if final["val_bpb"] < corpus.bzip2_bpb else "NOT below"
+    log(
+        f"done   step {k}/{cfg.steps} in {train_s / 60:.1f} min of training "
+        f"({summary['total_s'] / 60:.1f} min in all), {tok_s:,.0f} tok/s, "
+        f"MFU {summary['mfu']:.1%}\n"
+        f"val    {final['val_bpb']:.4f} bits/byte, {verdict} bzip2 -9's "
+        f"{corpus.bzip2_bpb:.4f} on the same text\n"
+        f"saved  checkpoint {ckpt.dir / str(k)}\n"
+        f"       loss curve {run_dir / 'loss.png'}, metrics {run_dir / 'metrics.jsonl'}\n"
+        f"sample (temperature {cfg.temperature:g}):\n\n{text}\n"
+    )
+    return summary
+
+
+def _sample(cfg: TrainConfig, mcfg, params, tok, prompt: str) -> str:
+    """``prompt`` and up to ``sample_tokens`` more (as many as the context leaves room for)."""
+    ids = tok.encode_ordinary(prompt)[-(mcfg.context // 2) :]
+    n = min(cfg.sample_tokens, mcfg.context - len(ids))
+    if not ids or n < 1:
+        return prompt
+    key = jax.random.key(cfg.seed)
+    new = generate(build(mcfg), params, ids, n, key=key, temperature=cfg.temperature)
+    return tok.decode(ids + [int(t) for t in new])
+
+
+def _size_run(cfg: TrainConfig, model, params, x, evaluate, log) -> TrainConfig:
+    """``cfg`` with as many steps as fit in ``max_minutes``, from a few timed steps and an eval
+    batch (the steps run on a copy, with a throwaway schedule: only the time is kept)."""
+    probe = optim.optimizer(cfg.replace(steps=10**9))
+    train_step = step.make_train_step(model, probe, cfg.compute_dtype)
+    p = jax.tree.map(jnp.copy, params)  # the step donates its inputs
+    p, s, m = train_step(p, probe.init(p), x)  # compiles
+    float(m["loss"])
+    t = time.perf_counter()
+    for _ in range(3):
+        p, s, m = train_step(p, s, x)
+    float(m["loss"])
+    t_step = (time.perf_counter() - t) / 3
+    evaluate(params, 1)  # compiles
+    t = time.perf_counter()
+    evaluate(params, 1)
+    t_eval = (time.perf_counter() - t) * cfg.eval_batches / cfg.eval_every  # per step
+    steps = max(1, int(0.97 * 60 * cfg.max_minutes / (t_step + t_eval)))
+    load = os.getloadavg()[0]
+    log(
+        f"sized  {steps} steps fit in --max_minutes {cfg.max_minutes:g} ({t_step:.2f} s a "
+        f"step measured; load average {load:.1f} on {os.cpu_count()} cores)"
+    )
+    if steps < SLOW_STEPS:
+        log(
+            f"note   few steps fit: this machine is slow or busy now, so the model will be "
+            f"weak; give it more time (--max_minutes {cfg.max_minutes * SLOW_STEPS / steps:.0f})"
+            " or train when the machine is idle"
+        )
+    return cfg.replace(steps=steps, warmup_steps=min(cfg.warmup_steps, steps // 10))
+
+
+def _evaluator(eval_step, corpus: data.Corpus, T: int, b: int):
+    """evaluate(params, n_batches) → (Σ nll, #tokens, #bytes) over the val windows: all of
+    them, or ``n_batches`` batches of b windows spread evenly over the val set."""
+    starts, mask = sampler.eval_windows(corpus.val.size, T)
+    offsets = np.arange(T + 1)
+
+    def evaluate(params, n_batches: int | None):
+        idx = np.arange(len(starts))
+        if n_batches is not None and n_batches * b < len(starts):
+            idx = np.linspace(0, len(starts) - 1, n_batches * b).round().astype(np.int64)
+        nll, n_tok, n_bytes = 0.0, 0, 0
+        for i in range(0, len(idx), b):
+            sel = idx[i : i + b]
+            pad = b - len(sel)  # a fixed batch shape compiles once: pad with masked windows
+            x = np.asarray(corpus.val[starts[sel][:, None] + offsets], np.int32)
+            msk = mask[sel]
+            x, msk = np.pad(x, ((0, pad), (0, 0))), np.pad(msk, ((0, pad), (0, 0)))
+            nll += float(eval_step(params, x, msk))
+            n_tok += int(msk.sum())
+            n_bytes += int(corpus.token_bytes[x[:, 1:]][msk].sum())
+        return nll, n_tok, n_bytes
+
+    return evaluate

@@ -1,0 +1,113 @@
+"""The jitted train and eval steps.
+
+    train_step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm})
+        g = (1/M) Σ_m ∇_θ loss(θ, x_m)       one lax.scan over the M micro-batches
+        θ', s' = optimizer.update(g, s, θ)
+
+A batch of M micro-batches of b windows gives the gradient of one batch of M·b
+windows (the mean of equal-sized means), with the activations of b at a time. θ are
+float32 master weights; with ``compute_dtype="bfloat16"`` the forward and backward
+run on a bf16 copy (the layers keep norms, softmax and logits in f32, and the loss
+is f32). θ and s are donated: the update reuses their buffers.
+
+    eval_step: (θ, x_BT1, mask_BT) ↦ Σ mask · nll   (nats, float32)
+
+On CPU the train step unrolls the scan over layers (see ``unrolled``), and importing
+this module makes glibc keep the memory XLA frees (see ``_keep_freed_memory``): the
+two together make a CPU step about 25% faster. ``scripts/bench_train.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..core import Map, Repeat
+from . import loss as L
+
+
+def _keep_freed_memory() -> None:
+    """Make glibc malloc reuse the memory XLA frees instead of returning it to the OS.
+
+    XLA:CPU allocates each step's scratch buffer (hundreds of MB) afresh from one of its
+    threads; glibc serves a block that large from a new mmap and unmaps it on free, so
+    every step page-faults and zeroes it again (~15% of a CPU step). With one arena, no
+    mmap and no trimming, the next step gets the same pages back. It must run before
+    JAX's threads first allocate, hence at import; elsewhere than glibc it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+    mallopt(M_ARENA_MAX, 1)
+    mallopt(M_MMAP_MAX, 0)
+    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+
+
+_keep_freed_memory()
+
+
+def unrolled(model: Map) -> Map:
+    """``model`` with each ``Repeat`` unrolled, on CPU (the same map and params).
+
+    XLA:CPU copies every activation a scanned block saves for the backward pass into an
+    [L, …] stack and back; straight-line code keeps them in place (~10% of a step) for
+    compile time that grows with L (``BENCHMARKS.md``). Accelerators keep the scan.
+    """
+    if jax.default_backend() != "cpu":
+        return model
+    for path, m in list(model.walk()):
+        if isinstance(m, Repeat) and not m.unrolled:
+            model = model.replace(path, dataclasses.replace(m, unrolled=True))
+    return model
+
+
+def loss_and_grad(model: Map, compute_dtype: str = "float32"):
+    """(θ, x_MbT1) ↦ (loss, ∇_θ loss) of the M·b windows, accumulated over the M micro-batches."""
+    model = unrolled(model)
+    grad_fn = jax.value_and_grad(lambda p, x: L.loss(model, p, x, compute_dtype))
+
+    def loss_and_grad(params, batch_MbT1):
+        M = batch_MbT1.shape[0]
+        if M == 1:
+            return grad_fn(params, batch_MbT1[0])
+
+        def accumulate(carry, x):
+            return jax.tree.map(jnp.add, carry, grad_fn(params, x)), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        total, _ = jax.lax.scan(accumulate, zero, batch_MbT1)
+        return jax.tree.map(lambda a: a / M, total)
+
+    return loss_and_grad
+
+
+def make_train_step(model: Map, optimizer: optax.GradientTransformation, compute_dtype: str):
+    """The jitted step; the batch is [M, b, T+1] int32 (M micro-batches of b windows)."""
+    grad_fn = loss_and_grad(model, compute_dtype)
+
+    def step(params, opt_state, batch_MbT1):
+        loss, grads = grad_fn(params, batch_MbT1)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval_step(model: Map, compute_dtype: str):
+    """The jitted sum of masked next-token NLL over a batch: [B, T+1], [B, T] → scalar."""
+
+    def eval_step(params, windows_BT1, mask_BT):
+        nll = L.batch_nll(model, params, windows_BT1, compute_dtype)
+        return jnp.sum(jnp.where(mask_BT, nll, 0.0))
+
+    return jax.jit(eval_step)
