@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Axis = int | str
@@ -85,12 +86,13 @@ class Space:
 
     def _check_dtype(self, x, where: str) -> None:
         dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
-        if self.kind == "index" and not np.issubdtype(dtype, np.integer):
+        # jnp.issubdtype knows bfloat16 is a float; numpy's does not.
+        if self.kind == "index" and not jnp.issubdtype(dtype, jnp.integer):
             raise ShapeError(
                 f"{where}: token ids must be integers, got dtype {dtype}; "
                 "pass an int32 array, e.g. jnp.asarray(ids, jnp.int32)"
             )
-        if self.kind == "real" and not np.issubdtype(dtype, np.inexact):
+        if self.kind == "real" and not jnp.issubdtype(dtype, jnp.inexact):
             raise ShapeError(f"{where}: expected a real (floating) array, got dtype {dtype}")
 
     def validate(self, x, where: str) -> None:

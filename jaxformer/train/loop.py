@@ -249,11 +249,13 @@ def _size_run(cfg: TrainConfig, model, params, x, evaluate, log) -> TrainConfig:
     p = jax.tree.map(jnp.copy, params)  # the step donates its inputs
     p, s, m = train_step(p, probe.init(p), x)  # compiles
     float(m["loss"])
-    t = time.perf_counter()
-    for _ in range(3):
+    times = []
+    for _ in range(5):  # the median: one step slowed by a busy moment does not size the run
+        t = time.perf_counter()
         p, s, m = train_step(p, s, x)
-    float(m["loss"])
-    t_step = (time.perf_counter() - t) / 3
+        float(m["loss"])
+        times.append(time.perf_counter() - t)
+    t_step = sorted(times)[2]
     evaluate(params, 1)  # compiles
     t = time.perf_counter()
     evaluate(params, 1)

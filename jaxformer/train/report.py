@@ -22,7 +22,7 @@ from ..models import Config
 from .atomic import atomic_open
 
 
-def measure_peak_flops(n: int = 1024, repeats: int = 3) -> float:
+def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
     """This machine's f32 matmul FLOP/s: the best of ``repeats`` timed [n,n]·[n,n] products."""
     f = jax.jit(lambda a, b: a @ b)
     a = jnp.ones((n, n), jnp.float32)

@@ -16,6 +16,8 @@ import pytest
 
 RUNS = [("gpt2", m) for m in [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]] + [("llama", (2, 2, 2))]
 TOL = 1e-5
+# One worker runs the module: its fixture (the subprocess runs) then runs once.
+pytestmark = pytest.mark.xdist_group("parallel_mesh")
 
 # Written out from the table (V, H, G, m → tensor; d → fsdp; L, k, T → none), not computed.
 ATTN = {

@@ -17,6 +17,8 @@ import pytest
 
 WORKER = Path(__file__).with_name("mp_worker.py")
 TOL = 1e-5
+# One worker runs the module: its fixture (the subprocess runs) then runs once.
+pytestmark = pytest.mark.xdist_group("parallel_processes")
 
 
 def _free_port() -> int:
