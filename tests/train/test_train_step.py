@@ -90,22 +90,6 @@ def f32_step(setup):
     return make_train_step(setup[0], OPT, "float32")
 
 
-def _core_takes_bf16() -> bool:
-    from jaxformer.core import Real
-
-    try:
-        Real(2).check(jnp.zeros(2, jnp.bfloat16), "probe")
-    except ValueError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(
-    not _core_takes_bf16(),
-    reason="jaxformer.core's Space rejects bfloat16 points (np.issubdtype(bf16, np.inexact) "
-    "is False; jnp.issubdtype knows bf16)",
-    strict=True,
-)
 def test_bf16_compute_tracks_f32(setup, f32_step):
     model, params, x = setup
     opt = OPT
@@ -115,8 +99,9 @@ def test_bf16_compute_tracks_f32(setup, f32_step):
         p = jax.tree.map(jnp.copy, params)
         s = opt.init(p)
         losses = []
-        for k in range(20):
-            batch = jax.random.randint(jax.random.key(k), (1, 8, T + 1), 0, C.vocab_size)
+        # one fixed batch: the loss must fall as the model memorises it
+        batch = jax.random.randint(jax.random.key(0), (1, 8, T + 1), 0, C.vocab_size)
+        for _ in range(20):
             p, s, m = step(p, s, batch)
             losses.append(float(m["loss"]))
         runs[dt] = np.array(losses)
