@@ -124,13 +124,16 @@ def train(cfg: TrainConfig, resume: bool = False, log=_print) -> dict:
     )
 
     train_step = step.make_train_step(model, opt, cfg.compute_dtype)
-    peak = report.measure_peak_flops()
-    mfu = lambda tok_s: tok_s * report.flops_per_token(mcfg, n_params) / peak
+    # The peak is re-measured at every eval and kept at its best: on a shared machine one
+    # measurement can land in a busy moment, which would overstate the MFU.
+    peak = [report.measure_peak_flops()]
+    mfu = lambda tok_s: tok_s * report.flops_per_token(mcfg, n_params) / peak[0]
     lr = optim.schedule(cfg)
     bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not cfg.progress, leave=False)
     say = lambda s: bar.write(s) if cfg.progress else log(s)
 
     def do_eval(k: int, full: bool) -> dict:
+        peak[0] = max(peak[0], report.measure_peak_flops())
         nll, n_tok, n_bytes = evaluate(params, None if full else cfg.eval_batches)
         r = {
             "step": k, "val_loss": nll / n_tok, "val_ppl": math.exp(min(nll / n_tok, 50)),

@@ -49,7 +49,7 @@ def _keep_freed_memory() -> None:
     M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
     mallopt(M_ARENA_MAX, 1)
     mallopt(M_MMAP_MAX, 0)
-    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    mallopt(M_TRIM_THRESHOLD, -1)  # never trim: a medium model's scratch exceeds any int limit
 
 
 _keep_freed_memory()
