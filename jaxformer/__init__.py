@@ -3,6 +3,9 @@
 model = build(Config(...))          # V^T → R^{T×V}, a Map
 params = model.init(key)            # a pytree
 logits_TV = model(params, tokens_T) # pure; jit/grad/vmap apply unchanged
+
+The combinator f + g is ``jaxformer.core.parallel``; ``jaxformer.parallel`` is the
+sharding package (meshes, sharded init and step).
 """
 
 from .core import (
@@ -12,7 +15,6 @@ from .core import (
     Space,
     Tokens,
     compose,
-    parallel,
     repeat,
     residual,
     scope,
@@ -32,7 +34,6 @@ __all__ = [
     "build",
     "compose",
     "logits",
-    "parallel",
     "repeat",
     "residual",
     "scope",

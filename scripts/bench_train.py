@@ -7,10 +7,9 @@ Configs (GPT-2 family, f32, B=8 windows, V=4096): small L=4 H=4 d=256 T=256 and 
 L=8 H=8 d=512 T=512. For each, ``jaxformer.train.step.make_train_step`` (the library's
 step: clipping, AdamW with decay on W_* only) and the same model and optimizer written in
 PyTorch eager below (pre-LN blocks, tied embeddings, GELU tanh, SDPA, 2 threads): medians
-of ms/step after warm-up, tokens/s, MFU, and the ratios. PyTorch runs twice: in this
-process, alternating with jaxformer, so under the same glibc malloc settings (importing
-``jaxformer.train.step`` makes malloc keep freed memory, which speeds PyTorch up too), and
-in a process of its own, as a PyTorch user runs it.
+of ms/step after warm-up, tokens/s, MFU, and the ratios. PyTorch runs in processes of its
+own, twice: as a PyTorch user runs it, and with the glibc malloc settings that importing
+``jaxformer.train.step`` applies to the jaxformer process (they speed PyTorch up too).
 
     model FLOPs = 3 × the forward's matmul FLOPs = 6·N·tokens + 12·L·T·H·k·tokens
     (N = the matmul parameters, the tied unembedding included; the attention counted over
@@ -21,6 +20,8 @@ in a process of its own, as a PyTorch user runs it.
 Then the compile time of the forward+backward for L = 2, 8, 24 (small widths): scanned
 (``repeat``), the scan unrolled (what the CPU step uses) and the explicit composite
 ``Repeat.unroll()``. Other processes share the CPU: the load is printed; rerun when it is low.
+Transparent huge pages for malloc, ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in the
+environment of the run (it reaches the PyTorch processes too), add about 5% to both.
 """
 
 import argparse
@@ -180,9 +181,17 @@ def time_alternately(fns: dict, steps: int, warmup: int, per_round: int = 2) -> 
     return times
 
 
-def torch_alone(name: str, args) -> list[float]:
-    """Seconds per PyTorch step in a fresh process: default malloc, default OpenMP waiting."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+# glibc's spelling of what jaxformer.train.step sets with mallopt: one arena, no mmap, no trim
+TUNED_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=" + (
+    str(2**63)
+)
+
+
+def torch_alone(name: str, args, tuned_malloc: bool) -> list[float]:
+    """Seconds per PyTorch step, timed in a fresh process (default or tuned malloc)."""
+    env = dict(os.environ)  # a GLIBC_TUNABLES given to this run applies to every process
+    if tuned_malloc:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [TUNED_MALLOC, env.get("GLIBC_TUNABLES")]))
     cmd = [sys.executable, __file__, "--torch-child", name, "--steps", str(args.steps)]
     cmd += ["--warmup", str(args.warmup), "--torch-threads", str(args.torch_threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -193,12 +202,10 @@ def bench_config(name: str, args, peak: float) -> list[tuple]:
     c = config(name)
     T = c.context
     jx = JaxStep(c, T)
-    fns = {"jaxformer": jx}
+    times = time_alternately({"jaxformer": jx}, args.steps, args.warmup)
     if not args.no_torch:
-        fns["pytorch, same process"] = torch_step(c, T, args.torch_threads)
-    times = time_alternately(fns, args.steps, args.warmup)
-    if not args.no_torch:
-        times["pytorch, own process"] = torch_alone(name, args)
+        times["pytorch eager"] = torch_alone(name, args, tuned_malloc=False)
+        times["pytorch, tuned malloc"] = torch_alone(name, args, tuned_malloc=True)
     flops = model_flops(c, T)
     print(
         f"{name}: L={c.n_layers} H={c.n_heads} d={c.d_model} T={T} B={B} V={V}; model "
@@ -262,9 +269,6 @@ def main() -> None:
 
     from jaxformer.train import step  # noqa: F401  (before any JAX computation: it tunes malloc)
 
-    # PyTorch's OpenMP threads spin after each op; in a shared process they would take the
-    # cores from XLA's threads, so they wait passively here (set before OpenMP starts).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cores, load {load}")
     peak = matmul_peak()
@@ -276,7 +280,7 @@ def main() -> None:
         print(f"{cfg:7} {impl:22} {tps:8.0f} {ms:8.1f} {best:8.1f} {mfu:6.1%}")
     tps = {(r[0], r[1]): r[2] for r in rows}
     for cfg in names:
-        for ref in ("pytorch, own process", "pytorch, same process"):
+        for ref in ("pytorch eager", "pytorch, tuned malloc"):
             if (cfg, ref) in tps:
                 ratio = tps[(cfg, "jaxformer")] / tps[(cfg, ref)]
                 print(f"{cfg}: jaxformer / {ref} = {ratio:.2f}×")

@@ -82,6 +82,24 @@ def untie(model: Map, params) -> tuple[Map, dict]:
     return model, params
 
 
+def unstack(model: Map, params):
+    """``params`` with each ``Repeat``'s stacked [L, …] leaves split into a tuple of L
+    per-layer trees: the same function, with the layers as straight-line code.
+
+    A decode loop splits the weights once, before it starts: a scan over stacked weights
+    inside the loop slices (and XLA:CPU re-lays out) every layer's weights at every token.
+    """
+    if isinstance(model, Repeat):
+        return tuple(jax.tree.map(lambda a: a[l], params) for l in range(model.L))  # noqa: B023
+    out = dict(params)
+    for c in model.children():
+        if c.namespace and c.name in params:
+            out[c.name] = unstack(c, params[c.name])
+        elif not c.namespace:
+            out |= unstack(c, params)
+    return out
+
+
 def step(model: Map, params, cache: Cache, tokens_T: jax.Array, start):
     """The cached composite on a chunk of tokens at positions start..start+T-1."""
     positions = start + jnp.arange(tokens_T.shape[0])
@@ -171,6 +189,11 @@ def _(m: Tie, params, cache, x, positions, layer=()):
 
 @_step.register
 def _(m: Repeat, params, cache, x, positions, layer=()):
+    if isinstance(params, tuple):  # split by ``unstack``: the layers in straight-line code
+        for l, p in enumerate(params):
+            x, cache = _child(m.f, p, cache, x, positions, (*layer, l))
+        return x, cache
+
     def one(x_c, p_l):
         p, l = p_l
         return _child(m.f, p, x_c[1], x_c[0], positions, (*layer, l)), None

@@ -30,7 +30,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from ..core import Map
-from .cache import context, decode_step, prefill, untie
+from .cache import context, decode_step, prefill, unstack, untie
 from .sampling import sample_logits
 
 
@@ -89,7 +89,7 @@ def _loop(model, N, S, greedy, k, nucleus, stream, params, tokens_BP, n_B, key, 
     # Only the cache is kept from the prefill, so XLA drops its [P, V] unembedding; the
     # loop's first step re-reads each prompt's last token and gives the logits after it.
     _, cache = jax.vmap(lambda t_P: prefill(model, params, t_P, S))(tokens_BP)
-    decode = jax.vmap(functools.partial(decode_step, model, params))
+    decode = jax.vmap(functools.partial(decode_step, model, unstack(model, params)))
 
     def more(state):
         i, _, done_B, _, _ = state

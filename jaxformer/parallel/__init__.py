@@ -4,12 +4,12 @@ mesh.py         make_mesh(data, fsdp, tensor): the device mesh (Auto axes)
 rules.py        RULES: parameter axis letters → mesh axes; param_shardings
 init.py         init_params / init_state: model.init(key), drawn shard by shard
 step.py         make_sharded_step: the library's train step, jitted with shardings
-batch.py        data_shard, global_batch: per-process data → global arrays
-distributed.py  initialize: jax.distributed.initialize, checked
+batch.py        data_shard, global_batch, global_rows: per-process data → global arrays
+distributed.py  initialize (jax.distributed, checked); from_lead, barrier, check_same
 """
 
-from .batch import data_shard, global_batch
-from .distributed import DistributedError, initialize
+from .batch import data_shard, global_batch, global_rows
+from .distributed import DistributedError, barrier, check_same, from_lead, initialize
 from .init import abstract_opt_state, abstract_params, init_params, init_state
 from .mesh import AXES, MeshError, make_mesh, parse_mesh
 from .pin import pin_for_mesh
@@ -24,9 +24,13 @@ __all__ = [
     "ShardedStep",
     "abstract_opt_state",
     "abstract_params",
+    "barrier",
     "batch_sharding",
+    "check_same",
     "data_shard",
+    "from_lead",
     "global_batch",
+    "global_rows",
     "init_params",
     "init_state",
     "initialize",

@@ -9,7 +9,8 @@ mesh's data × fsdp devices. A process reads only the windows its own devices ho
 cross-host axis is tensor). Feed (i, n) to ``BatchSampler(process_index=i,
 process_count=n)``, which reads disjoint windows for distinct i, and ``global_batch``
 assembles the parts with ``jax.make_array_from_process_local_data``: no process ever
-holds another's windows.
+holds another's windows. ``global_rows`` does the same for rows every process holds
+whole (the eval windows and their masks): each contributes only its own part.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from . import rules as R
 from .mesh import MeshError
@@ -63,3 +65,19 @@ def global_batch(local_MbT1: np.ndarray, mesh: Mesh) -> jax.Array:
     return jax.make_array_from_process_local_data(
         R.batch_sharding(mesh), local.astype(np.int32), (M, b * n, T1)
     )
+
+
+def global_rows(x_B: np.ndarray, mesh: Mesh) -> jax.Array:
+    """Rows [B, …] that every process holds whole → the global array, B split over
+    data × fsdp; each process gives its part i of n."""
+    x = np.asarray(x_B)
+    i, n = data_shard(mesh)
+    S = math.prod(mesh.shape[a] for a in R.BATCH)
+    if x.ndim < 1 or x.shape[0] % S:
+        raise MeshError(
+            f"{x.shape[0] if x.ndim else 0} rows do not split over data × fsdp = {S} devices; "
+            f"give a multiple of {S} rows"
+        )
+    m = x.shape[0] // n
+    sharding = NamedSharding(mesh, P(R.BATCH))
+    return jax.make_array_from_process_local_data(sharding, x[i * m : (i + 1) * m], x.shape)

@@ -13,10 +13,16 @@ What JAX's runtime itself aborts on (no Python error can be raised there): a pro
 that never arrives (all wait ``timeout_s``, then "DEADLINE_EXCEEDED"), an id at or
 above the coordinator's N ("Unexpected task"), two processes with one id
 ("ALREADY_EXISTS"). The line logged before joining says what was expected.
+
+Once joined, the processes take decisions together: ``from_lead`` gives every process
+process 0's value (a step count sized by timing, a time budget's stop), ``barrier``
+waits for all, ``check_same`` fails on every process if their inputs differ. On a
+single process each is the identity, at no cost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
@@ -90,6 +96,39 @@ def _check_agree(n: int, i: int) -> None:
             f"mismatched process counts: the coordinator runs {jax.process_count()} processes "
             f"but {said}; start every process with the same --num-processes and its own "
             "--process-id"
+        )
+
+
+def from_lead(value):
+    """Process 0's ``value`` (a Python bool, int or float) on every process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return type(value)(multihost_utils.broadcast_one_to_all(np.asarray(value)).item())
+
+
+def barrier(name: str) -> None:
+    """Wait until every process has reached ``barrier(name)``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def check_same(text: str, what: str) -> None:
+    """Raise on every process unless all processes hold the same ``text``."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    h = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+    told = np.asarray(multihost_utils.process_allgather(h)).reshape(-1, 2)
+    differ = [k for k, t in enumerate(told) if (t != told[0]).any()]
+    if differ:
+        raise DistributedError(
+            f"processes {differ} hold another {what} than process 0; every process must "
+            "read the same files with the same settings"
         )
 
 

@@ -12,6 +12,13 @@ on disk, so a save that is killed leaves a ``<step>.orbax-checkpoint-tmp-*``
 directory that is never listed; a step also counts only when its commit marker is
 present. Saves are asynchronous: the arrays are copied to host memory first, so
 training continues (and may donate its buffers) while they are written.
+
+Many processes: every process calls ``save`` and ``restore`` with its global (sharded)
+arrays; orbax writes each shard once, from the process that holds it, and the JSON
+items and the commit from process 0, into a directory all processes see. The arrays
+are saved with their global shapes, so ``restore`` reads them onto any mesh: the
+targets' shardings say which slices each device reads. Only process 0 writes the run
+files (config, tokenizer, metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import os
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from ..models import Config, build
@@ -59,34 +65,46 @@ class Checkpoints:
         return steps[-1] if steps else None
 
     def save(self, step: int, params, opt_state, meta: dict) -> None:
-        host = lambda tree: jax.tree.map(np.array, tree)  # a copy: the buffers get donated
+        """Start saving ``step`` (every process, with its global arrays); returns once the
+        arrays are copied to host memory (a buffer donated later is no longer read)."""
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(host(params)),
-                opt_state=ocp.args.StandardSave(host(opt_state)),
+                params=ocp.args.StandardSave(params),
+                opt_state=ocp.args.StandardSave(opt_state),
                 meta=ocp.args.JsonSave({"step": step, **meta}),
             ),
             force=True,
         )
 
     def restore(self, step: int, params_like, opt_state_like=None):
-        """(params, opt_state or None, meta) of ``step``; ``*_like`` give shapes and dtypes."""
-        abstract = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-        items = {"params": ocp.args.StandardRestore(abstract(params_like))}
+        """(params, opt_state or None, meta) of ``step``. ``*_like`` give the shapes, dtypes
+        and shardings to restore onto (arrays, or ``jax.ShapeDtypeStruct``s with shardings,
+        e.g. ``parallel.abstract_params``); a leaf without a sharding goes to one device."""
+        items = {"params": ocp.args.StandardRestore(_targets(params_like))}
         if opt_state_like is not None:
-            items["opt_state"] = ocp.args.StandardRestore(abstract(opt_state_like))
+            items["opt_state"] = ocp.args.StandardRestore(_targets(opt_state_like))
         items["meta"] = ocp.args.JsonRestore()
         r = self._manager.restore(step, args=ocp.args.Composite(**items))
-        put = lambda tree: jax.tree.map(jax.numpy.asarray, tree)
-        opt_state = put(r["opt_state"]) if opt_state_like is not None else None
-        return put(r["params"]), opt_state, r["meta"]
+        opt_state = r["opt_state"] if opt_state_like is not None else None
+        return r["params"], opt_state, r["meta"]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _targets(tree):
+    """Restore targets: each leaf's shape, dtype and sharding (else this process's first device)."""
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def target(a):
+        s = getattr(a, "sharding", None)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one if s is None else s)
+
+    return jax.tree.map(target, tree)
 
 
 def write_json(path: Path, obj) -> None:

@@ -4,6 +4,8 @@ jaxformer train                                  # the default preset (what `mak
 jaxformer train --preset tiny --steps 100        # a preset with overrides
 jaxformer train --data my_texts/ --out runs/mine --lr 1e-3
 jaxformer train --out runs/mine --resume         # continue where it stopped
+jaxformer train --mesh data=2,fsdp=2,tensor=2    # on 8 devices: data, FSDP and tensor parallel
+jaxformer train --coordinator HOST:PORT --num-processes N --process-id I   # on each of N hosts
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ HELP = {
     "out": "the run directory (default: runs/<name>)",
     "cache": "where tokenizers and token files are cached",
     "progress": "show the progress bar",
+    "mesh": "the device mesh, e.g. data=2,fsdp=2,tensor=2 (default: every device on data)",
 }
 
 
@@ -49,13 +52,26 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a model on a text corpus",
         description=__doc__,
-        usage="jaxformer train [--preset NAME] [--resume | --overwrite] [--KEY VALUE ...]",
+        usage="jaxformer train [--preset NAME] [--resume | --overwrite] [--KEY VALUE ...]\n"
+        "       [--coordinator HOST:PORT --num-processes N --process-id I]",
         epilog=f"presets:\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="default", help="start from this preset (default: default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    hosts = p.add_argument_group(
+        "many processes",
+        "every process runs the same command with its own --process-id\n"
+        "(or sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID)",
+    )
+    hosts.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="process 0's address and a free port; auto on a TPU slice, SLURM or Open MPI",
+    )
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process: 0 … N-1")
     hints = typing.get_type_hints(TrainConfig)
     settings = p.add_argument_group("settings (each overrides the preset; defaults shown)")
     for f in dataclasses.fields(TrainConfig):
@@ -83,14 +99,19 @@ def _parser(key: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import checkpoint, data, loop  # jax and friends load only when training
+    from ..parallel import DistributedError, MeshError, initialize  # jax loads only here
+    from . import checkpoint, data, loop
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
+    errors = (ConfigError, data.DataError, checkpoint.CheckpointError)
+    errors += (MeshError, DistributedError)  # the mesh, the processes
     try:
         cfg = TrainConfig.preset(args.preset, **overrides)
+        # before anything runs on a device: JAX must know all processes first
+        initialize(args.coordinator, args.num_processes, args.process_id)
         cfg = loop.resolve(cfg, args.resume, args.overwrite, explicit=set(overrides))
         loop.train(cfg, resume=args.resume)
-    except (ConfigError, data.DataError, checkpoint.CheckpointError) as e:
+    except errors as e:
         print(f"jaxformer train: error: {e}", file=sys.stderr)
         return 2
     except loop.Diverged as e:

@@ -23,6 +23,7 @@ REMAT_POLICIES = ("none", "full", "dots", "names")
 RESUMABLE = frozenset(
     {"max_minutes", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"}
     | {"log_every", "sample_tokens", "temperature", "prompt", "progress"}
+    | {"mesh"}  # a checkpoint restores onto any mesh, of any device count
 )
 
 
@@ -56,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # global-norm clipping; 0 = off
     compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, f32 master weights
     remat: str = "none"  # none | full | dots | names
+    mesh: str = ""  # the device mesh, e.g. "data=2,fsdp=2,tensor=2"; "" = every device on data
     seed: int = 0
     max_minutes: float = 10.0  # the training time budget (steps and evals); 0 = none
     # -- evaluation, checkpoints, output ---------------------------------------------------
@@ -117,6 +119,13 @@ class TrainConfig:
             "choose a batch size that is a multiple of it",
         )
         need(self.name != "" and "/" not in self.name, "name", "must be a plain, non-empty name")
+        if self.mesh:
+            from ..parallel.mesh import MeshError, parse_mesh
+
+            try:
+                parse_mesh(self.mesh)
+            except MeshError as e:
+                raise ConfigError(str(e)) from None
         self.model_config(self.vocab_size)  # the model's own checks, as config errors
 
     # -- derived -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import math
 import jax
 import pytest
 
-from jaxformer import Config, build, compose, parallel, repeat, residual, scope, tie, tokenwise
+from jaxformer import Config, build, compose, repeat, residual, scope, tie, tokenwise
+from jaxformer.core import parallel
 from jaxformer.describe import chain
 from jaxformer.layers import MLP, Attention, Embedding, LayerNorm, RMSNorm, Unembedding
 from jaxformer.models.presets import PRESETS

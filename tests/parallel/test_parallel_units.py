@@ -13,7 +13,9 @@ from jaxformer.parallel import (
     DistributedError,
     MeshError,
     data_shard,
+    from_lead,
     global_batch,
+    global_rows,
     initialize,
     make_mesh,
     parse_mesh,
@@ -123,6 +125,8 @@ def test_one_process_reads_whole_batches():
     g = global_batch(x, mesh)
     assert g.shape == (2, 4, 5) and g.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(g), x)
+    mask = x[0] % 2 == 0  # rows every process holds whole (eval windows, masks) keep dtypes
+    np.testing.assert_array_equal(np.asarray(global_rows(mask, mesh)), mask)
     with pytest.raises(ValueError, match=r"\[M, b/n, T\+1\] integer"):
         global_batch(x[0], mesh)
     with pytest.raises(ValueError, match="integer"):
@@ -139,6 +143,7 @@ def no_env(monkeypatch):
 
 def test_no_settings_is_one_process(no_env):
     assert initialize() is False
+    assert from_lead(7) == 7 and from_lead(True) is True  # one process decides alone
 
 
 @pytest.mark.parametrize(

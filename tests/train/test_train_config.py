@@ -29,6 +29,7 @@ def test_presets_are_valid(name):
         (dict(steps="10"), ["--steps", "int"]),
         (dict(steps=0), ["--steps 0", "--max_minutes"]),  # tiny has no time budget
         (dict(lrr=1.0), ["unknown setting", "lrr", "lr"]),
+        (dict(mesh="data=2,pipe=2"), ["--mesh", "unknown axis 'pipe'", "data=2,fsdp=2,tensor=2"]),
     ],
 )
 def test_bad_settings_name_the_key_and_the_fix(overrides, words):
@@ -39,25 +40,28 @@ def test_bad_settings_name_the_key_and_the_fix(overrides, words):
 
 
 def test_default_preset_sizes_the_run_to_its_time_budget(monkeypatch):
-    import time
+    from types import SimpleNamespace
 
     from jaxformer.train import loop
 
     cfg = TrainConfig.preset("default")
     assert cfg.steps == 0 and cfg.max_minutes == 10
+    clock = SimpleNamespace(t=0.0)  # a fake clock: only the arithmetic is under test
 
-    class FakeStep:  # 0.1 s a step, no compiling: only the arithmetic is under test
-        def __call__(self, p, s, x):
-            time.sleep(0.1)
-            return p, s, {"loss": 1.0}
+    def tick(dt):
+        clock.t += dt
 
-    monkeypatch.setattr(loop.step, "make_train_step", lambda *a: FakeStep())
-    monkeypatch.setattr(loop.optim, "optimizer", lambda c: type("O", (), {"init": id})())
-    evaluate = lambda params, n: time.sleep(0.2)  # one eval batch: 0.2 s
+    def fake_step(p, s, x):  # 0.1 s a step, no compiling
+        tick(0.1)
+        return p, s, {"loss": 1.0}
+
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock.t))
+    monkeypatch.setattr(loop.step, "make_train_step", lambda *a: fake_step)
+    monkeypatch.setattr(loop.optim, "optimizer", lambda c: SimpleNamespace(init=id))
+    evaluate = lambda params, n: tick(0.2)  # one eval batch: 0.2 s
     sized = loop._size_run(cfg.replace(max_minutes=1.0), None, {}, None, evaluate, print)
-    # 0.1 s a step + 8 eval batches per 250 steps = 0.1064 s: 97% of 60 s fits 547 (or fewer
-    # if the sleeps overrun)
-    assert 200 <= sized.steps <= 560 and sized.warmup_steps == min(100, sized.steps // 10)
+    # 0.1 s a step + 8 eval batches of 0.2 s per 250 steps = 0.1064 s: 97% of 60 s fits 546
+    assert sized.steps == 546 and sized.warmup_steps == 54
 
 
 def test_unknown_preset():
@@ -105,6 +109,13 @@ def test_cli_rejects_a_missing_corpus(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_rejects_a_mesh_that_does_not_fit_the_devices(capsys, tmp_path):
+    missing = tmp_path / "nothing.txt"  # the mesh is checked first: the data is never read
+    argv = ["--mesh", "tensor=3", "--data", str(missing), "--out", str(tmp_path / "run")]
+    _fails(argv, capsys, "--mesh 'tensor=3'", "needs 3 devices but there are 1")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_refuses_to_resume_nothing_and_to_overwrite_silently(capsys, tmp_path):
     run = tmp_path / "run"
     _fails(["--out", str(run), "--resume"], capsys, "no run to resume")
@@ -123,3 +134,12 @@ def test_resume_refuses_changed_model_settings(capsys, tmp_path):
         resolve(cfg.replace(d_model=64), resume=True, overwrite=False, explicit={"d_model"})
     ok = resolve(cfg.replace(max_minutes=1.0), True, False, explicit={"max_minutes"})
     assert ok.max_minutes == 1.0 and ok.d_model == cfg.d_model
+
+
+def test_resume_may_change_the_mesh(tmp_path):
+    from jaxformer.train.checkpoint import write_json
+    from jaxformer.train.loop import resolve
+
+    cfg = TrainConfig.preset("tiny", out=str(tmp_path), mesh="fsdp=2,tensor=2")
+    write_json(tmp_path / "config.json", {"train": cfg.to_dict(), "model": {}})
+    assert resolve(cfg.replace(mesh="data=-1"), True, False, explicit={"mesh"}).mesh == "data=-1"
