@@ -79,6 +79,40 @@ def test_layer_norm_and_rms_norm():
     )
 
 
+def _numeric_grad(f, args, h=1e-6):
+    """Central differences of the scalar f at args (float64 numpy arrays), one per arg."""
+    grads = []
+    for i, a in enumerate(args):
+        g = np.zeros_like(a)
+        for j in np.ndindex(a.shape):
+            up, down = [b.copy() for b in args], [b.copy() for b in args]
+            up[i][j] += h
+            down[i][j] -= h
+            g[j] = (f(*up) - f(*down)) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_norm_gradients_equal_finite_differences_of_the_formula(kind):
+    """The norms' closed-form VJP (what training runs) against central differences of the
+    numpy formula in float64."""
+    x, w = rand((4, 6), scale=3.0), rand((4, 6))
+    m = tokenwise(LayerNorm(6, 1e-5) if kind == "layer" else RMSNorm(6, 1e-6))
+    p = randomize(m.init(jax.random.key(0)))["ln"]
+    if kind == "layer":
+        names = ("gamma", "beta")
+        formula = lambda x, g, b: np.sum(ref.f64(w) * ref.layer_norm(x, g, b, 1e-5))
+    else:
+        names = ("gamma",)
+        formula = lambda x, g: np.sum(ref.f64(w) * ref.rms_norm(x, g, 1e-6))
+    loss = lambda x, p: jnp.sum(w * m({"ln": p}, x))
+    dx, dp = jax.jit(jax.grad(loss, (0, 1)))(x, p)
+    want = _numeric_grad(formula, [ref.f64(x)] + [ref.f64(p[k]) for k in names])
+    for got, exp in zip([dx] + [dp[k] for k in names], want, strict=True):
+        np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("act", ["gelu_tanh", "gelu", "relu"])
 def test_mlp(act):
     m = tokenwise(MLP(6, 10, act))
