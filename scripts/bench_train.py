@@ -65,19 +65,6 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a jitted f32 [n,n]·[n,n] matmul, the best of ``repeats``."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-    f = jax.jit(jnp.matmul)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 # -- jaxformer ---------------------------------------------------------------------------
 class JaxStep:
     """The library's train step on fixed random windows, compiled once."""
@@ -267,11 +254,11 @@ def main() -> None:
         print(json.dumps(time_alternately({"t": step}, args.steps, args.warmup)["t"]))
         return
 
-    from jaxformer.train import step  # noqa: F401  (before any JAX computation: it tunes malloc)
+    from jaxformer.train import report, step  # noqa: F401  (step tunes malloc on import)
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cores, load {load}")
-    peak = matmul_peak()
+    peak = report.measure_peak_flops(2048, 10)
     print(f"peak: jitted f32 2048² matmul {peak / 1e9:.0f} GFLOP/s\n")
     rows = [row for name in names for row in bench_config(name, args, peak)]
 

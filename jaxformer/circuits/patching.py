@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from ..core import Map, Params
 from ..layers import Attention
 from ..models import validate_tokens
-from .anatomy import Anatomy, stream_in
+from .anatomy import Anatomy, points_of, stream_in
 
 AT = ("input", "output", "z")
 
@@ -136,7 +136,7 @@ def patch_sweep(
             f"and {corrupt.shape}"
         )
     path, at = _site(a, point)
-    _, points = jax.jit(model.trace)(params, jnp.asarray(clean))
+    points = points_of(model, params, clean)  # the cached trace
     if point == "resid_pre":
         value = jnp.stack([stream_in(a, points, l) for l in range(a.L)])
     else:

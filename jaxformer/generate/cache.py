@@ -90,7 +90,7 @@ def unstack(model: Map, params):
     inside the loop slices (and XLA:CPU re-lays out) every layer's weights at every token.
     """
     if isinstance(model, Repeat):
-        return tuple(jax.tree.map(lambda a: a[l], params) for l in range(model.L))  # noqa: B023
+        return tuple(model.unstack(params).values())
     out = dict(params)
     for c in model.children():
         if c.namespace and c.name in params:

@@ -57,20 +57,14 @@ def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
             },
         }  # fmt: skip
 
+    W_E = base("wte.weight", V, d)
     params = {
-        "embed": {"W_E": base("wte.weight", V, d)},
+        "embed": {"W_E": W_E},
         "pos": {"W_pos": base("wpe.weight", c.context, d)},
         "blocks": stack([layer(l) for l in range(c.n_layers)]),
         "ln_f": {"gamma": base("ln_f.weight", d), "beta": base("ln_f.bias", d)},
-        "unembed": {} if c.tied else {"W_U": ckpt.take("lm_head.weight", V, d).T},
+        "unembed": ckpt.unembedding(W_E, c.tied, "wte.weight"),
     }
-    if c.tied and ckpt.has("lm_head.weight"):  # some versions saved the tied copy too
-        W = ckpt.take("lm_head.weight", V, d)
-        if not np.array_equal(W, params["embed"]["W_E"]):
-            raise ValueError(
-                f"{ckpt.where}: config.json says tie_word_embeddings=true but lm_head.weight "
-                "differs from wte.weight; set tie_word_embeddings=false to keep both"
-            )
     ckpt.finish()
     return params
 

@@ -61,19 +61,13 @@ def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
             },
         }
 
+    W_E = base("embed_tokens.weight", V, d)
     params = {
-        "embed": {"W_E": base("embed_tokens.weight", V, d)},
+        "embed": {"W_E": W_E},
         "blocks": stack([layer(l) for l in range(c.n_layers)]),
         "ln_f": {"gamma": base("norm.weight", d)},
-        "unembed": {} if c.tied else {"W_U": ckpt.take("lm_head.weight", V, d).T},
+        "unembed": ckpt.unembedding(W_E, c.tied, "embed_tokens.weight"),
     }
-    if c.tied and ckpt.has("lm_head.weight"):  # some versions saved the tied copy too
-        W = ckpt.take("lm_head.weight", V, d)
-        if not np.array_equal(W, params["embed"]["W_E"]):
-            raise ValueError(
-                f"{ckpt.where}: config.json says tie_word_embeddings=true but lm_head.weight "
-                "differs from embed_tokens.weight; set tie_word_embeddings=false to keep both"
-            )
     ckpt.finish()
     return params
 

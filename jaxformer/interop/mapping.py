@@ -56,6 +56,22 @@ class Checkpoint:
             raise ValueError(f"{self.where}: tensor {key!r} holds NaN or infinite values")
         return a
 
+    def unembedding(self, W_E: np.ndarray, tied: bool, embed_name: str) -> dict:
+        """The unembedding's params: ``{"W_U": lm_head.weightᵀ}``, or ``{}`` when tied; a
+        tied checkpoint may hold lm_head.weight too (some versions save the copy), which
+        must then equal the embedding ``embed_name``."""
+        V, d = W_E.shape
+        if not tied:
+            return {"W_U": self.take("lm_head.weight", V, d).T}
+        if self.has("lm_head.weight") and not np.array_equal(
+            self.take("lm_head.weight", V, d), W_E
+        ):
+            raise ValueError(
+                f"{self.where}: config.json says tie_word_embeddings=true but lm_head.weight "
+                f"differs from {embed_name}; set tie_word_embeddings=false to keep both"
+            )
+        return {}
+
     def finish(self) -> None:
         """Fail if any tensor was not used (other than ignorable buffers)."""
         extra = sorted(k for k in self.tensors if not self.ignore.search(k))

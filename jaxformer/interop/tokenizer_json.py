@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from ..tokenizer import Tokenizer
+from ..tokenizer.files import write_atomic
 
 
 @functools.cache
@@ -91,7 +92,5 @@ def tokenizer_json(tok: Tokenizer) -> dict:
 
 def to_hf_tokenizer_json(tok: Tokenizer, path: str | os.PathLike) -> None:
     """Write ``tok`` as the HF ``tokenizer.json`` file ``path`` (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(tokenizer_json(tok), ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(tokenizer_json(tok), ensure_ascii=False)
+    write_atomic(Path(path), text.encode("utf-8"))

@@ -75,6 +75,13 @@ def _norm_bwd(eps, centered, res, g):
 norm.defvjp(_norm_fwd, _norm_bwd)
 
 
+def _traced(m: Map, x_d, gamma, beta, centered: bool):
+    """The norm's output and its points (autodiff through the pieces, for circuits)."""
+    y, (_, s, _, _) = _norm_fwd(x_d.astype(jnp.float32), gamma, beta, m.eps, centered)
+    y = y.astype(x_d.dtype)
+    return y, {m.name: y, f"{m.name}.scale": s[0]}
+
+
 @dataclass(frozen=True, repr=False)
 class LayerNorm(Map):
     """x ↦ γ ⊙ (x − μ)/sqrt(σ² + ε) + β.   R^d → R^d;  γ, β: [d]."""
@@ -90,10 +97,7 @@ class LayerNorm(Map):
         return {"gamma": Param((self.d,), ("d",), fill=1.0), "beta": Param((self.d,), ("d",))}
 
     def forward(self, params, x_d):
-        c = center(x_d.astype(jnp.float32))
-        s = scale(c, self.eps)
-        y = affine(c * s, params["gamma"], params["beta"]).astype(x_d.dtype)
-        return y, {self.name: y, f"{self.name}.scale": s[0]}
+        return _traced(self, x_d, params["gamma"], params["beta"], centered=True)
 
     def apply(self, params, x_d):
         x = x_d.astype(jnp.float32)
@@ -115,10 +119,7 @@ class RMSNorm(Map):
         return {"gamma": Param((self.d,), ("d",), fill=1.0)}
 
     def forward(self, params, x_d):
-        x = x_d.astype(jnp.float32)
-        s = scale(x, self.eps)
-        y = affine(x * s, params["gamma"]).astype(x_d.dtype)
-        return y, {self.name: y, f"{self.name}.scale": s[0]}
+        return _traced(self, x_d, params["gamma"], None, centered=False)
 
     def apply(self, params, x_d):
         x = x_d.astype(jnp.float32)

@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from ..core import Map
-from ..train.step import make_train_step
+from ..train.step import make_train_step, unrolled
 from . import init as I
 from . import rules as R
 from .batch import check_batch
@@ -56,7 +56,8 @@ def make_sharded_step(
     params = I.abstract_params(model, mesh, rules)
     opt_state = I.abstract_opt_state(optimizer, params)
     shard = lambda tree: jax.tree.map(lambda a: a.sharding, tree)
-    step = make_train_step(pin_for_mesh(model, mesh, rules), optimizer, compute_dtype)
+    # unroll (CPU) before pinning: the pinned wrapper hides the Repeat from ``unrolled``
+    step = make_train_step(pin_for_mesh(unrolled(model), mesh, rules), optimizer, compute_dtype)
     batch = R.batch_sharding(mesh)
     fn = jax.jit(
         step,

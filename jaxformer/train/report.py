@@ -21,10 +21,12 @@ import numpy as np
 from ..models import Config
 from .atomic import atomic_open
 
+_matmul = jax.jit(jnp.matmul)
+
 
 def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
     """This machine's f32 matmul FLOP/s: the best of ``repeats`` timed [n,n]·[n,n] products."""
-    f = jax.jit(lambda a, b: a @ b)
+    f = _matmul  # one jitted function: a call per eval compiles once, not every time
     a = jnp.ones((n, n), jnp.float32)
     f(a, a).block_until_ready()
     best = float("inf")
