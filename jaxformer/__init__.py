@@ -8,6 +8,7 @@ The combinator f + g is ``jaxformer.core.parallel``; ``jaxformer.parallel`` is t
 sharding package (meshes, sharded init and step).
 """
 
+from . import describe  # noqa: F401  (fills core's display hook: maps show in notebooks)
 from .core import (
     Map,
     Real,

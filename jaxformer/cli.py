@@ -13,7 +13,7 @@ import sys
 
 COMMANDS = (
     "jaxformer.train.cli",  # train
-    "jaxformer.sample_cli",  # sample
+    "jaxformer.generate.cli",  # sample
     "jaxformer.tokenizer.cli",  # tokenizer train|encode|decode
     "jaxformer.describe.cli",  # describe
     "jaxformer.interop.cli",  # convert

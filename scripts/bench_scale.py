@@ -124,9 +124,10 @@ def child(n: int, steps: int) -> None:
     import numpy as np
 
     from jaxformer import build
-    from jaxformer.parallel import global_batch, init_state, make_mesh, make_sharded_step
+    from jaxformer.parallel import global_batch, init_state, make_mesh
     from jaxformer.train.config import TrainConfig
     from jaxformer.train.optim import optimizer
+    from jaxformer.train.sharded import make_sharded_step
 
     assert jax.device_count() == n, jax.devices()
     c = config()

@@ -6,6 +6,7 @@ composition scores, head detectors, weight processing that leaves the function
 unchanged, direct logit attribution, the logit lens, activation patching and plots.
 """
 
+from ..layers import Normalise
 from .anatomy import Anatomy, points_of, untied
 from .attribution import direct_logit_attribution, logit_lens, writes
 from .composition import composition_score, composition_scores, null_composition_scores
@@ -19,7 +20,6 @@ from .heads import (
     previous_token_scores_from_weights,
     repeated_tokens,
 )
-from .norms import Normalise
 from .patching import Patched, logit_difference, patch_sweep, patched, with_patch
 from .paths import group, logit_terms, order, score_terms, source, stream_terms
 from .processing import (

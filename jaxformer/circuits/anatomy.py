@@ -1,12 +1,12 @@
 """The named parts of a transformer composite, and its parameters with ties undone.
 
-The circuits read a model the way ``jaxformer.models.build`` lays it out:
+The circuits read a model the way ``jaxformer.models.layout`` names its parts:
 
     U ∘ N_f? ∘ B^L ∘ P? ∘ E,      B = (id + M ∘ N_2)? ∘ (id + A ∘ N_1?)
 
 with the maps named ``embed``, ``pos``, ``blocks`` (a ``Repeat``), ``blocks.ln1``,
-``blocks.attn``, ``blocks.ln2``, ``blocks.mlp``, ``ln_f`` and ``unembed``. A model
-assembled by hand under the same names is read the same way.
+``blocks.attn``, ``blocks.ln2``, ``blocks.mlp``, ``ln_f`` and ``unembed``. Any family
+that keeps those names, and a model assembled by hand under them, is read the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +17,20 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ..core import Map, Params, Repeat, Tie, Tokenwise
+from ..core import Map, Params, Repeat, Tie, Tokenwise, untie
+from ..core.faces import maps
 from ..layers import Attention, Embedding, LearnedPositions, SinusoidalPositions, Unembedding
 from ..layers.positional import sinusoid_table
+from ..models import layout as N
 from ..models import validate_tokens
+
+# Anatomy's fields and the paths of the parts they hold.
+PARTS = {
+    "embed": N.EMBED, "pos": N.POS, "blocks": N.BLOCKS,
+    "attn": N.at(N.BLOCKS, N.ATTN), "ln1": N.at(N.BLOCKS, N.LN1),
+    "mlp": N.at(N.BLOCKS, N.MLP), "ln2": N.at(N.BLOCKS, N.LN2),
+    "ln_f": N.LN_F, "unembed": N.UNEMBED,
+}  # fmt: skip
 
 
 def _find(model: Map, path: str) -> Map | None:
@@ -49,25 +59,18 @@ class Anatomy:
 
     @classmethod
     def of(cls, model: Map) -> Anatomy:
-        parts = {
-            k: _find(model, p)
-            for k, p in [
-                ("embed", "embed"), ("pos", "pos"), ("blocks", "blocks"),
-                ("attn", "blocks.attn"), ("ln1", "blocks.ln1"), ("mlp", "blocks.mlp"),
-                ("ln2", "blocks.ln2"), ("ln_f", "ln_f"), ("unembed", "unembed"),
-            ]
-        }  # fmt: skip
+        parts = {k: _find(model, p) for k, p in PARTS.items()}
         kinds = dict(embed=Embedding, blocks=Repeat, attn=Attention, unembed=Unembedding)
         for k, kind in kinds.items():
             if not isinstance(parts[k], kind):
                 raise ValueError(
-                    f"{model.name}: the circuits need a {kind.__name__} named {k!r} "
+                    f"{model.name}: the circuits need a {kind.__name__} named {PARTS[k]!r} "
                     f"(found {parts[k]!r}); build the model with jaxformer.build or use its names"
                 )
         pos = parts["pos"]
         if pos is not None and not isinstance(pos, (LearnedPositions, SinusoidalPositions)):
             raise ValueError(f"{model.name}: unknown positional map {pos!r}")
-        return cls(**parts, tied=isinstance(model, Tie))
+        return cls(**parts, tied=any(isinstance(m, Tie) for _, m in maps(model)))
 
     @property
     def L(self) -> int:
@@ -80,7 +83,7 @@ class Anatomy:
 
 def untied(model: Map, params: Params) -> Params:
     """The full parameters: with a tie, the tied leaf (W_U = W_Eᵀ) filled in."""
-    return model.untie(params) if isinstance(model, Tie) else params
+    return untie(model, params)[1]
 
 
 def at_layer(tree: Params, l: int) -> Params:
@@ -91,7 +94,7 @@ def at_layer(tree: Params, l: int) -> Params:
 def positions(a: Anatomy, params: Params, T: int) -> jax.Array | None:
     """The position vectors added to the stream, P[:T] ([T, d]); ``None`` without any."""
     if isinstance(a.pos, LearnedPositions):
-        return params["pos"]["W_pos"][:T]
+        return params[N.POS]["W_pos"][:T]
     if isinstance(a.pos, SinusoidalPositions):
         return jnp.asarray(sinusoid_table(T, a.pos.d))
     return None
@@ -117,6 +120,6 @@ def _trace(model: Map):
 def stream_in(a: Anatomy, points: dict, l: int) -> jax.Array:
     """The residual stream entering block l (from a trace).   [T, d]"""
     if l == 0:
-        return points["pos"] if a.pos is not None else points["embed"]
-    last = "resid_post" if a.mlp is not None else "resid_mid"
-    return points["blocks"][last][l - 1]
+        return points[N.POS] if a.pos is not None else points[N.EMBED]
+    last = N.RESID_POST if a.mlp is not None else N.RESID_MID
+    return points[N.BLOCKS][last][l - 1]

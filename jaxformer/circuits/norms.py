@@ -12,50 +12,21 @@ the path expansion and of exact direct logit attribution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
-import jax.numpy as jnp
 
-from ..core import Map, Real
-from ..layers import LayerNorm, RMSNorm, center, scale
-
-NORMS = (LayerNorm, RMSNorm)
+from ..core import Map
+from ..layers import center
 
 
-@dataclass(frozen=True, repr=False)
-class Normalise(Map):
-    """A norm without its affine part, what ``fold_ln`` leaves behind.   R^d → R^d;
-    no parameters.
-
-        centered=True:   x ↦ (x − μ) / sqrt(mean((x − μ)²) + ε)     (LayerNorm, γ=1, β=0)
-        centered=False:  x ↦ x / sqrt(mean(x²) + ε)                  (RMSNorm, γ=1)
-
-    Records ``"<name>.scale"`` like the norms it replaces.
-    """
-
-    d: int
-    eps: float
-    centered: bool = True
-    name: str = "ln"
-
-    domain = property(lambda self: Real(self.d))
-    codomain = property(lambda self: Real(self.d))
-
-    def forward(self, params, x_d):
-        x = x_d.astype(jnp.float32)
-        c = center(x) if self.centered else x
-        s = scale(c, self.eps)
-        y = (c * s).astype(x_d.dtype)
-        return y, {self.name: y, f"{self.name}.scale": s[0]}
-
-    def apply(self, params, x_d):
-        return self.forward(params, x_d)[0]
+def is_norm(m: Map | None) -> bool:
+    """Whether ``m`` is a norm: a map that states whether it centers (LayerNorm, RMSNorm,
+    ``Normalise``, any norm layer that declares ``centered``)."""
+    return isinstance(getattr(m, "centered", None), bool)
 
 
 def is_centered(norm: Map) -> bool:
     """Whether the norm reads only the mean-free part of its input."""
-    return isinstance(norm, LayerNorm) or (isinstance(norm, Normalise) and norm.centered)
+    return is_norm(norm) and norm.centered
 
 
 def frozen_linear(norm: Map | None, p: dict, s_T: jax.Array | None, x_Td: jax.Array) -> jax.Array:
@@ -65,7 +36,7 @@ def frozen_linear(norm: Map | None, p: dict, s_T: jax.Array | None, x_Td: jax.Ar
     """
     if norm is None:
         return x_Td
-    if not isinstance(norm, (*NORMS, Normalise)):
+    if not is_norm(norm):
         raise TypeError(f"cannot freeze {norm.name!r} ({type(norm).__name__}): not a known norm")
     y = center(x_Td) if is_centered(norm) else x_Td
     y = y * s_T.astype(y.dtype)[:, None]
@@ -74,7 +45,7 @@ def frozen_linear(norm: Map | None, p: dict, s_T: jax.Array | None, x_Td: jax.Ar
 
 def has_offset(norm: Map | None) -> bool:
     """Whether the norm adds a constant β (LayerNorm's; RMSNorm and ``Normalise`` have none)."""
-    return isinstance(norm, LayerNorm)
+    return norm is not None and "beta" in norm.spec()
 
 
 def offset(norm: Map | None, p: dict) -> jax.Array | None:

@@ -21,14 +21,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from ..core import Map, Params, Tie, tokenwise
-from ..layers import MLP, LayerNorm, RMSNorm, SwiGLU
+from ..core import Map, Params, tokenwise, untie
+from ..layers import Normalise
 from .anatomy import Anatomy
-from .norms import Normalise, is_centered
-
-
-def _untie(model: Map, params: Params) -> tuple[Map, Params]:
-    return (model.f, model.untie(params)) if isinstance(model, Tie) else (model, params)
+from .norms import is_centered, is_norm
 
 
 def _with(tree: Params, path: str, **leaves) -> Params:
@@ -48,7 +44,12 @@ def _fold(p_norm: Params, W: jnp.ndarray, w: str, g: str) -> tuple:
 
 def _plain(norm: Map) -> Map:
     """The norm without its affine part (same name, so the trace keeps its keys)."""
-    return tokenwise(Normalise(norm.d, norm.eps, isinstance(norm, LayerNorm), norm.name))
+    return tokenwise(norm.plain())
+
+
+def _can_take_bias(m: Map) -> bool:
+    """Whether the layer has an input bias it can switch on (a ``bias`` field)."""
+    return "bias" in {f.name for f in dataclasses.fields(m)}
 
 
 def _zero_biases(m: Map, L: int) -> dict:
@@ -61,10 +62,10 @@ def fold_ln(model: Map, params: Params) -> tuple[Map, Params]:
     ``Normalise`` (center and scale only). Biases are switched on where β needs them."""
     a = Anatomy.of(model)
     for norm in (a.ln1, a.ln2, a.ln_f):
-        if norm is not None and not isinstance(norm, (LayerNorm, RMSNorm)):
+        if norm is not None and (isinstance(norm, Normalise) or not is_norm(norm)):
             raise ValueError(f"fold_ln: {norm.name!r} is {type(norm).__name__}, already folded")
     if a.ln_f is not None:
-        model, params = _untie(model, params)
+        model, params = untie(model, params)
     if a.ln1 is not None:
         model, params = _fold_ln1(model, params, a)
     if a.ln2 is not None:
@@ -99,16 +100,20 @@ def _fold_ln1(model: Map, params: Params, a: Anatomy) -> tuple[Map, Params]:
 def _fold_ln2(model: Map, params: Params, a: Anatomy) -> tuple[Map, Params]:
     p, p_ln = params["blocks"]["mlp"], params["blocks"]["ln2"]
     mlp = a.mlp
+    if not hasattr(mlp, "reads"):
+        raise ValueError(
+            f"fold_ln: {type(mlp).__name__} does not say which matrices read its input; "
+            "give it a `reads` attribute (e.g. reads = ('W_in',))"
+        )
     if "beta" in p_ln:
-        if not isinstance(mlp, MLP):
+        if not _can_take_bias(mlp):
             raise ValueError(f"fold_ln: {type(mlp).__name__} has no input bias to take β")
         if not mlp.bias:
             mlp = dataclasses.replace(mlp, bias=True)
             p = {**p, **_zero_biases(mlp, a.L)}
             model = model.replace("blocks.mlp", tokenwise(mlp))
-    reads = ("W_gate", "W_in") if isinstance(mlp, SwiGLU) else ("W_in",)
     leaves = {}
-    for W in reads:
+    for W in mlp.reads:
         leaves[W], db = _fold(p_ln, p[W], "ldm", "ld")
         if db is not None:
             leaves["b_in"] = p["b_in"] + db
@@ -133,7 +138,7 @@ def center_writing_weights(model: Map, params: Params) -> tuple[Map, Params]:
             f"center_writing_weights: {bad} do not center the stream (RMSNorm or no norm), "
             "so the mean of a write is read there; it applies to LayerNorm models only"
         )
-    model, params = _untie(model, params)
+    model, params = untie(model, params)
     c = lambda W: W - W.mean(-1, keepdims=True)
     params = _with(params, "embed", W_E=c(params["embed"]["W_E"]))
     if "W_pos" in params.get("pos", {}):
@@ -149,7 +154,7 @@ def center_writing_weights(model: Map, params: Params) -> tuple[Map, Params]:
 def center_unembed(model: Map, params: Params) -> tuple[Map, Params]:
     """W_U and b_U made mean-free over the vocabulary: each position's logits shift by a
     constant, so the log-probabilities are unchanged."""
-    model, params = _untie(model, params)
+    model, params = untie(model, params)
     p = params["unembed"]
     return model, _with(
         params, "unembed", **{k: v - v.mean(-1, keepdims=True) for k, v in p.items()}

@@ -1,26 +1,17 @@
 """Spaces, maps and their composition; no model knowledge."""
 
-from .combinators import (
-    Compose,
-    Parallel,
-    Repeat,
-    Residual,
-    Scope,
-    Tie,
-    Tokenwise,
-    compose,
-    parallel,
-    repeat,
-    residual,
-    scope,
-    tie,
-    tokenwise,
-)
-from .map import Map, Param, Params, Trace, is_param, materialize
+from .combinators import Compose, Parallel, Repeat, Residual, compose, parallel, repeat, residual
+from .faces import FaceError, require
+from .map import DISPLAY, Cache, Map, Param, Params, Trace, is_param, materialize
 from .spaces import Real, ShapeError, Space, Tokens
+from .term import Term, per_token, tex_name, tex_number, tex_param
+from .wrappers import Scope, Tie, Tokenwise, Wrapper, scope, tie, tokenwise, untie
 
 __all__ = [
+    "DISPLAY",
+    "Cache",
     "Compose",
+    "FaceError",
     "Map",
     "Param",
     "Parallel",
@@ -31,17 +22,25 @@ __all__ = [
     "Scope",
     "ShapeError",
     "Space",
+    "Term",
     "Tie",
     "Tokens",
     "Tokenwise",
     "Trace",
+    "Wrapper",
     "compose",
-    "parallel",
-    "repeat",
-    "residual",
-    "scope",
-    "tie",
-    "tokenwise",
     "is_param",
     "materialize",
+    "parallel",
+    "per_token",
+    "repeat",
+    "require",
+    "residual",
+    "scope",
+    "tex_name",
+    "tex_number",
+    "tex_param",
+    "tie",
+    "tokenwise",
+    "untie",
 ]

@@ -5,14 +5,14 @@
     parallel(f, g, …)  x ↦ f(x) + g(x) + …         a sum of maps with one domain/codomain
     tokenwise(f)       (x_t)_t ↦ (f(x_t))_t        lifts f: R^d → R^e to R^{T×d} → R^{T×e}
     repeat(f, L)       f ∘ … ∘ f (L times)          params stacked on a leading L axis, lax.scan
-    scope(f, name)     f, with its params filed under ``name``
-    tie(f, dst, src)   f with one parameter defined as a function of another
 
-Each is itself a ``Map``: composites compose.
+The wrappers (tokenwise, scope, tie) are in ``wrappers.py``. Each combinator is itself
+a ``Map`` with every face (term, cached form): composites compose.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from .map import Map, Param, Params, Trace, is_param
-from .spaces import ShapeError, Space
+from .spaces import ShapeError
+from .term import Term, per_token
+from .wrappers import Scope
 
 
 def _unique(maps: tuple[Map, ...], where: str) -> None:
@@ -81,6 +83,34 @@ class Compose(Map):
             points.update(p)
         return x, points
 
+    @property
+    def inline(self) -> bool:
+        """An unnamed composite (``attn∘ln1``): describe shows its maps in its place."""
+        return self.name == "∘".join(m.name for m in self.maps)
+
+    def label(self):
+        if not self.inline:
+            return super().label()
+        parts = [m.label() for m in self.maps]
+        return (
+            "(" + " ∘ ".join(t for t, _ in parts) + ")",
+            "(" + r" \circ ".join(t for _, t in parts) + ")",
+        )
+
+    def term(self, T, x):
+        parts = [m.label() for m in self.maps]
+        return Term((" ∘ ".join(t for t, _ in parts),), (r" \circ ".join(t for _, t in parts),))
+
+    def cache_spec(self, S):
+        return {k: v for m in self.maps for k, v in m.cache_in(S).items()}
+
+    def decode(self, params, cache, x, positions, layer=()):
+        out = {}
+        for m in reversed(self.maps):
+            x, c = m.decode_in(params, cache, x, positions, layer)
+            out |= c
+        return x, out
+
 
 def compose(*maps: Map, name: str | None = None) -> Compose:
     """``compose(g, f)`` is g ∘ f (f first). Raises ``ShapeError`` at once if
@@ -88,18 +118,15 @@ def compose(*maps: Map, name: str | None = None) -> Compose:
     return Compose(tuple(maps), name or "∘".join(m.name for m in maps))
 
 
-@dataclass(frozen=True, repr=False)
-class Residual(Map):
-    """id + f : X → X. The point it produces is the residual stream after f writes."""
+class _Endo(Map):
+    """A combinator of one map f: X → X (residual, repeat), on f's space."""
 
     f: Map
-    name: str = "residual"
-    namespace: ClassVar[bool] = False
 
-    def __post_init__(self):
+    def _check_endo(self, what: str) -> None:
         if not self.f.domain.same_as(self.f.codomain):
             raise ShapeError(
-                f"residual({self.f.name}) needs domain = codomain, got "
+                f"{what}({self.f.name}) needs domain = codomain, got "
                 f"{self.f.domain} → {self.f.codomain}"
             )
 
@@ -110,7 +137,19 @@ class Residual(Map):
         return (self.f,)
 
     def with_children(self, children):
-        return Residual(children[0], self.name)
+        return dataclasses.replace(self, f=children[0])
+
+
+@dataclass(frozen=True, repr=False)
+class Residual(_Endo):
+    """id + f : X → X. The point it produces is the residual stream after f writes."""
+
+    f: Map
+    name: str = "residual"
+    namespace: ClassVar[bool] = False
+
+    def __post_init__(self):
+        self._check_endo("residual")
 
     def spec(self):
         return self.f.spec_in()
@@ -122,6 +161,18 @@ class Residual(Map):
         w, points = self.f.trace(self.f.own(params), x)
         y = x + w
         return y, {**points, self.name: y}
+
+    def term(self, T, x):
+        f, tf = self.f.label()
+        text, tex = f"{x} ↦ {x} + {f}({x})", rf"{x} \mapsto {x} + {tf}({x})"
+        return Term((text,), (tex,), per_token(self.codomain))
+
+    def cache_spec(self, S):
+        return self.f.cache_in(S)
+
+    def decode(self, params, cache, x, positions, layer=()):
+        y, c = self.f.decode_in(params, cache, x, positions, layer)
+        return x + y, c
 
 
 def residual(f: Map, name: str | None = None) -> Residual:
@@ -171,83 +222,32 @@ class Parallel(Map):
         y = sum(ys)
         return y, {**points, self.name: y}
 
+    def term(self, T, x):
+        parts = [m.label() for m in self.maps]
+        return Term(
+            (f"{x} ↦ " + " + ".join(f"{t}({x})" for t, _ in parts),),
+            (rf"{x} \mapsto " + " + ".join(f"{t}({x})" for _, t in parts),),
+            (len(self.maps) - 1) * per_token(self.codomain),
+        )
+
+    def cache_spec(self, S):
+        return {k: v for m in self.maps for k, v in m.cache_in(S).items()}
+
+    def decode(self, params, cache, x, positions, layer=()):
+        ys, out = [], {}
+        for m in self.maps:
+            y, c = m.decode_in(params, cache, x, positions, layer)
+            ys.append(y)
+            out |= c
+        return sum(ys), out
+
 
 def parallel(*maps: Map, name: str | None = None) -> Parallel:
     return Parallel(tuple(maps), name or "+".join(m.name for m in maps))
 
 
 @dataclass(frozen=True, repr=False)
-class Tokenwise(Map):
-    """Lift f: R^{d} → R^{e} to R^{T×d} → R^{T×e}, (x_t)_t ↦ (f(x_t))_t, by ``vmap``."""
-
-    f: Map
-    axis: str = "T"
-    namespace: ClassVar[bool] = False
-
-    name = property(lambda self: self.f.name)
-    domain = property(lambda self: _lift(self.f.domain, self.axis))
-    codomain = property(lambda self: _lift(self.f.codomain, self.axis))
-
-    def children(self):
-        return (self.f,)
-
-    def with_children(self, children):
-        return Tokenwise(children[0], self.axis)
-
-    def named(self, name):
-        return Tokenwise(self.f.named(name), self.axis)
-
-    def spec(self):
-        return self.f.spec_in()
-
-    def apply(self, params, x):
-        return jax.vmap(lambda x_t: self.f(self.f.own(params), x_t))(x)
-
-    def forward(self, params, x):
-        return jax.vmap(lambda x_t: self.f.trace(self.f.own(params), x_t))(x)
-
-
-def _lift(s: Space, axis: str) -> Space:
-    return Space((axis, *s.shape), s.kind, s.n, s.limits)
-
-
-def tokenwise(f: Map, axis: str = "T") -> Tokenwise:
-    return Tokenwise(f, axis)
-
-
-@dataclass(frozen=True, repr=False)
-class Scope(Map):
-    """f with its parameters filed under ``name`` (a namespace boundary)."""
-
-    f: Map
-    name: str
-
-    domain = property(lambda self: self.f.domain)
-    codomain = property(lambda self: self.f.codomain)
-
-    def children(self):
-        return (self.f,)
-
-    def with_children(self, children):
-        return Scope(children[0], self.name)
-
-    def spec(self):
-        return self.f.spec_in()
-
-    def apply(self, params, x):
-        return self.f(self.f.own(params), x)
-
-    def forward(self, params, x):
-        y, points = self.f.trace(self.f.own(params), x)
-        return y, {self.name: points}
-
-
-def scope(f: Map, name: str) -> Scope:
-    return Scope(f, name)
-
-
-@dataclass(frozen=True, repr=False)
-class Repeat(Map):
+class Repeat(_Endo):
     """f^L = f ∘ … ∘ f with L independent parameter sets stacked on a leading axis.
 
     Applied with ``lax.scan``, so compile time does not grow with L. ``remat``
@@ -268,20 +268,7 @@ class Repeat(Map):
     def __post_init__(self):
         if not isinstance(self.L, int) or self.L < 1:
             raise ValueError(f"repeat needs L >= 1 copies, got {self.L!r}")
-        if not self.f.domain.same_as(self.f.codomain):
-            raise ShapeError(
-                f"repeat({self.f.name}) needs domain = codomain, got "
-                f"{self.f.domain} → {self.f.codomain}"
-            )
-
-    domain = property(lambda self: self.f.domain)
-    codomain = property(lambda self: self.f.codomain)
-
-    def children(self):
-        return (self.f,)
-
-    def with_children(self, children):
-        return Repeat(children[0], self.L, self.name, self.remat, self.unrolled)
+        self._check_endo("repeat")
 
     def spec(self):
         stack = lambda p: Param((self.L, *p.shape), ("L", *p.axes), p.std, p.fill)
@@ -319,76 +306,36 @@ class Repeat(Map):
             f"{self.name}_{i}": jax.tree.map(lambda a, i=i: a[i], params) for i in range(self.L)
         }
 
+    def term(self, T, x):
+        (f, tf), L = self.f.label(), self.L
+        return Term(
+            (f"{f} ∘ ⋯ ∘ {f}  ({L} copies, parameters stacked on a leading axis of {L})",),
+            (rf"{tf}^{{\circ {self.L}}}",),
+        )
+
+    def cache_spec(self, S):
+        stack = lambda s: (self.L, *s)
+        return jax.tree.map(stack, self.f.cache_in(S), is_leaf=_is_shape)
+
+    def decode(self, params, cache, x, positions, layer=()):
+        """The layers over the stacked cache: attention writes its new rows in place, since a
+        scan that emitted each layer's updated slice would copy the whole cache every step.
+        Params split by ``unstack`` (a tuple of L trees) run as straight-line code."""
+        if isinstance(params, tuple):
+            for l, p in enumerate(params):
+                x, cache = self.f.decode_in(p, cache, x, positions, (*layer, l))
+            return x, cache
+
+        def one(x_c, p_l):
+            p, l = p_l
+            return self.f.decode_in(p, x_c[1], x_c[0], positions, (*layer, l)), None
+
+        return jax.lax.scan(one, (x, cache), (params, jnp.arange(self.L)))[0]
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(n, int) for n in x)
+
 
 def repeat(f: Map, L: int, name: str = "blocks", remat=None, unrolled: bool = False) -> Repeat:
     return Repeat(f, L, name, remat, unrolled)
-
-
-@dataclass(frozen=True, repr=False)
-class Tie(Map):
-    """f with the parameter at ``dst`` defined as ``fn(param at src)``.
-
-    Weight tying as a reparametrisation: GPT-2's unembedding W_U = W_Eᵀ is
-    ``tie(model, dst=("unembed", "W_U"), src=("embed", "W_E"), fn=jnp.transpose)``.
-    The tied parameter is removed from the pytree; gradients reach ``src`` through both uses.
-    """
-
-    f: Map
-    dst: tuple[str, ...]
-    src: tuple[str, ...]
-    fn: Callable = jnp.transpose
-    namespace: ClassVar[bool] = False
-
-    name = property(lambda self: self.f.name)
-    domain = property(lambda self: self.f.domain)
-    codomain = property(lambda self: self.f.codomain)
-
-    def children(self):
-        return (self.f,)
-
-    def with_children(self, children):
-        return Tie(children[0], self.dst, self.src, self.fn)
-
-    def named(self, name):
-        return Tie(self.f.named(name), self.dst, self.src, self.fn)
-
-    def spec(self):
-        spec = self.f.spec_in()
-        _get(spec, self.src)  # fail at build time if the source is missing
-        _get(spec, self.dst)
-        return _set(spec, self.dst, None)
-
-    def untie(self, params: Params) -> Params:
-        """The inner map's full params, with ``dst`` filled in from ``src``."""
-        return _set(params, self.dst, self.fn(_get(params, self.src)))
-
-    def apply(self, params, x):
-        return self.f(self.f.own(self.untie(params)), x)
-
-    def forward(self, params, x):
-        return self.f.trace(self.f.own(self.untie(params)), x)
-
-
-def _get(tree: dict, path: tuple[str, ...]):
-    for k in path:
-        if not isinstance(tree, dict) or k not in tree:
-            raise KeyError(f"tie: no parameter at {'/'.join(path)}")
-        tree = tree[k]
-    return tree
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> dict:
-    """A copy of ``tree`` with ``path`` set to ``value`` (removed when value is None)."""
-    head, *rest = path
-    out = dict(tree)
-    if rest:
-        out[head] = _set(tree[head], tuple(rest), value)
-    elif value is None:
-        out.pop(head, None)
-    else:
-        out[head] = value
-    return out
-
-
-def tie(f: Map, dst: tuple[str, ...], src: tuple[str, ...], fn: Callable = jnp.transpose) -> Tie:
-    return Tie(f, tuple(dst), tuple(src), fn)

@@ -15,6 +15,12 @@ the nesting of the combinators. ``Repeat`` and ``Scope`` open a new namespace.
 ``trace(params, x)`` returns ``(y, points)``: ``points`` maps each named map to
 the point it produced (a leaf may add internals such as ``"attn.pattern"``),
 the residual stream at every stage, with no hooks and no mutation.
+
+A map carries its own *faces*, what each capability needs of it, so a new layer is
+one file: ``term`` (its formula and FLOPs, for describe), ``decode`` and
+``cache_spec`` (its cached form, for generation; ``tokenwise`` maps need neither),
+``trace_points`` (the names its trace adds). A capability entered with a map that
+lacks a face it needs refuses at once, naming the map (``faces.require``).
 """
 
 from __future__ import annotations
@@ -22,16 +28,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
 from .spaces import Space
+from .term import Term, tex_name
 
 Params = dict
 Trace = dict
+Cache = dict
+
+# Notebook display, by format ("markdown", "latex"): ``jaxformer.describe`` fills it in
+# when imported, so core depends on nothing above it.
+DISPLAY: dict[str, Callable[[Map], str]] = {}
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class Map:
 
     name: str
     namespace: bool = True  # leaves own a params namespace; wiring combinators don't
+    tokenwise: bool = False  # acts on each token alone (its cached form is itself)
 
     # -- the map itself --------------------------------------------------------
     @property
@@ -204,13 +217,45 @@ class Map:
     def __repr__(self) -> str:
         return f"{self.name}: {self.domain} → {self.codomain}"
 
+    # -- faces: what each capability needs of the map ----------------------------------
+    def term(self, T: int, x: str) -> Term:
+        """Its formula and FLOPs per token at sequence length T, input named ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} states no term")
+
+    def label(self) -> tuple[str, str]:
+        """How it is named inside another map's formula: (text, tex)."""
+        return self.name, tex_name(self.name)
+
+    def trace_points(self) -> tuple[str, ...]:
+        """The keys its own ``forward`` adds to a trace."""
+        return (self.name,)
+
+    def cache_spec(self, S: int) -> dict:
+        """The shapes of its decode cache with S slots (beside its children's)."""
+        return {}
+
+    def decode(self, params: Params, cache: Cache, x, positions, layer: tuple = ()):
+        """(its output on the chunk x at ``positions``, its cache after writing the chunk).
+        ``layer`` holds the indices of the enclosing repeats (a cache stays stacked)."""
+        if self.tokenwise:
+            return self(params, x), {}
+        raise NotImplementedError(f"{type(self).__name__} has no cached form")
+
+    # -- the same, as a parent files them -------------------------------------------------
+    def cache_in(self, S: int) -> dict:
+        c = self.cache_spec(S)
+        return {self.name: c} if self.namespace and c else c
+
+    def decode_in(self, params: Params, cache: Cache, x, positions, layer: tuple = ()):
+        own = cache.get(self.name, {}) if self.namespace else cache
+        y, c = self.decode(self.own(params), own, x, positions, layer)
+        return y, ({self.name: c} if self.namespace and c else c)
+
     # -- notebooks display a map as the chain of maps it is ------------------------
-    def _repr_markdown_(self) -> str:
-        from jaxformer.describe import describe  # lazy: core imports nothing above it
+    def _repr_markdown_(self) -> str | None:
+        show = DISPLAY.get("markdown")
+        return show(self) if show else None
 
-        return describe(self, "markdown")
-
-    def _repr_latex_(self) -> str:
-        from jaxformer.describe import describe  # lazy: core imports nothing above it
-
-        return describe(self, "latex")
+    def _repr_latex_(self) -> str | None:
+        show = DISPLAY.get("latex")
+        return show(self) if show else None

@@ -1,8 +1,8 @@
 """A composite as the chain of maps it applies, in data-flow order (embedding first).
 
 ``chain(model, T)`` walks the composite once and returns rows: each map's number
-(``3.1.2``), name, domain → codomain, term (formula and FLOPs per token, from
-``terms.py``), parameter shapes and counts. Groups (repeat, residual, a named
+(``3.1.2``), name, domain → codomain, term (formula and FLOPs per token, the map's
+own ``term`` face), parameter shapes and counts. Groups (repeat, residual, a named
 compose) hold their members; an unnamed compose (``attn∘ln1``) is inlined, and a
 tokenwise lift of a layer shows as that layer on ``ℝ^{T×d}``, its formula written
 for one token ``x_t``. Inside ``repeat(f, L)`` rows are per copy and the group
@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..core import Compose, Map, Parallel, Param, Repeat, Space, Tie, Tokenwise
-from .terms import Term, term_of
+from ..core import Compose, Map, Parallel, Param, Repeat, Space, Term, Tie, Tokenwise, Wrapper
+from ..core.faces import require
 
 DEFAULT_T = 1024  # the sequence length FLOPs are counted at when the model bounds none
 
@@ -46,7 +46,7 @@ class Row:
     term: Term
     params: tuple[ParamRow, ...]
     count: int  # parameters of this map and its members (per copy inside a repeat)
-    flops: int | None  # FLOPs per token of this map and its members
+    flops: int  # FLOPs per token of this map and its members
     copies: int = 1  # L for a repeat: its count and flops cover L copies of its members
 
 
@@ -60,7 +60,7 @@ class Chain:
     T: int
     rows: tuple[Row, ...]
     count: int
-    flops: int | None
+    flops: int
     ties: tuple[Term, ...]
 
 
@@ -74,11 +74,12 @@ def chain(model: Map, T: int | None = None) -> Chain:
         raise ValueError(f"T must be a positive int (a sequence length), got {T!r}")
     if limit is not None and T > limit:
         raise ValueError(f"T={T} exceeds the context {limit}; pass T ≤ {limit}")
+    require(model, "term", "describe")
     walk = _Walk(T)
     nodes = walk.nodes(model, (), root=True)
     rows = tuple(r for i, n in enumerate(nodes) for r in n.rows(str(i + 1), 0))
     count = sum(n.count for n in nodes)
-    flops = _sum(n.flops for n in nodes)
+    flops = sum(n.flops for n in nodes)
     return Chain(model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes)
 
 
@@ -98,11 +99,8 @@ class _Node:
         return sum(p.size for p in self.params) + self.copies * sum(m.count for m in self.members)
 
     @property
-    def flops(self) -> int | None:
-        inner = _sum(m.flops for m in self.members)
-        if self.term.flops is None or inner is None:
-            return None
-        return self.term.flops + self.copies * inner
+    def flops(self) -> int:
+        return self.term.flops + self.copies * sum(m.flops for m in self.members)
 
     def rows(self, number: str, depth: int) -> list[Row]:
         own = Row(
@@ -111,11 +109,6 @@ class _Node:
         )  # fmt: skip
         inner = [m.rows(f"{number}.{i + 1}", depth + 1) for i, m in enumerate(self.members)]
         return [own, *(r for rows in inner for r in rows)]
-
-
-def _sum(xs) -> int | None:
-    xs = list(xs)
-    return None if None in xs else sum(xs)
 
 
 class _Walk:
@@ -127,7 +120,7 @@ class _Walk:
         self.notes: tuple[Term, ...] = ()
 
     def tie(self, m: Tie, ns: tuple[str, ...]) -> None:
-        t = term_of(m, self.T)
+        t = m.term(self.T, "x")
         self.ties[ns + m.dst] = t.text[0]
         self.notes += (t,)
 
@@ -138,16 +131,18 @@ class _Walk:
         if isinstance(m, Tie):
             self.tie(m, ns)
             return self.nodes(m.f, ns, root)
-        if isinstance(m, Compose) and (root or m.name == "∘".join(c.name for c in m.maps)):
+        if isinstance(m, Compose) and (root or m.inline):
             # the model's own chain, or an unnamed composite: its maps stand in its place
             return [n for c in reversed(m.maps) for n in self.nodes(c, own)]
         if isinstance(m, Tokenwise) and not m.f.children():
             # a layer lifted to sequences: one row on ℝ^{T×d}, formula for one token x_t
             node = self.nodes(m.f, ns, root)[0]
             node.domain, node.codomain = m.domain, m.codomain
-            node.term = term_of(m.f, self.T, "x_t")
+            node.term = m.f.term(self.T, "x_t")
             return [node]
-        term = term_of(m, self.T)
+        if isinstance(m, Wrapper) and not m.namespace and type(m).term is Wrapper.term:
+            return self.nodes(m.f, ns, root)  # a stand-in (a model's config, a pin): see through
+        term = m.term(self.T, "x")
         if not m.children():
             params = tuple(self._param(own, keys, p) for keys, p in _flatten(m.spec()))
             return [_Node(m, m.name, m.domain, m.codomain, term, params, [])]

@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..models import Config, build
-from ..models.presets import PRESETS
+from ..interop import config_from_hf
+from ..models import PRESETS, Config, build
+from ..rundir import read_configs
 from . import FORMATS, chain, latex_document
 from .render import RENDERERS
 
@@ -81,8 +82,6 @@ def _from_json(path: Path) -> Config:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object of Config fields, got {type(d).__name__}")
     if "model_type" in d:  # a Hugging Face config.json
-        from ..interop.hf_config import config_from_hf
-
         return config_from_hf(d, str(path))
     try:
         return Config.from_dict(d)
@@ -91,12 +90,4 @@ def _from_json(path: Path) -> Config:
 
 
 def _from_run(path: Path) -> Config:
-    try:
-        from ..train.checkpoint import load_for_inference
-    except ImportError:
-        raise ValueError(
-            f"{path} is a directory, but reading a training run needs "
-            "jaxformer.train.checkpoint, which is not available; pass a config JSON instead"
-        ) from None
-    config, _, _ = load_for_inference(path)
-    return config
+    return read_configs(path)[1]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import textwrap
 
-from ..core import Space
+from ..core import Space, tex_name, tex_param
 from .chain import Chain, ParamRow, Row
-from .terms import tex_name, tex_param
 
 LEGEND = (
     "FLOPs per token of the forward pass: 2 per multiply–add, 1 per elementwise operation, "
@@ -47,12 +46,12 @@ def notes_tex(s: Space) -> str:
     return rf"\quad ({sep.join(notes)})" if notes else ""
 
 
-def number(n: int | None) -> str:
-    return "?" if n is None else f"{n:,}"
+def number(n: int) -> str:
+    return f"{n:,}"
 
 
-def number_tex(n: int | None) -> str:
-    return "?" if n is None else f"{n:,}".replace(",", "{,}")
+def number_tex(n: int) -> str:
+    return f"{n:,}".replace(",", "{,}")
 
 
 def shape_text(p: ParamRow) -> str:

@@ -5,7 +5,7 @@ transforms on logits, and ``generate``, one compiled loop over ragged prompts.
     new_ids = generate(model, params, tok.encode("Once"), 50, key=jax.random.key(0), top_p=0.9)
 """
 
-from .cache import decode_step, empty_cache, prefill, step, untie
+from .cache import decode_step, empty_cache, prefill, step
 from .loop import generate
 from .sampling import sample_logits, temperature, top_k, top_p
 
@@ -19,5 +19,4 @@ __all__ = [
     "temperature",
     "top_k",
     "top_p",
-    "untie",
 ]

@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from ..core import Map
-from .cache import context, decode_step, prefill, unstack, untie
+from ..core import Map, require, untie
+from ..models import validate_tokens
+from .cache import context, decode_step, prefill, unstack
 from .sampling import sample_logits
 
 
@@ -53,6 +54,7 @@ def generate(
     ``stream(tokens_B)`` (optional) is called on the host with each step's new tokens,
     in order, while the loop runs: the CLI prints text as it is generated.
     """
+    require(model, "decode", "generate")
     prompts, single = _prompts(model, prompt_ids)
     V, ctx = model.codomain.shape[-1], context(model)
     n_max = max(len(p) for p in prompts)
@@ -122,33 +124,15 @@ def _prompts(model: Map, prompt_ids) -> tuple[list[np.ndarray], bool]:
     """One prompt (ids) or a list of prompts (ragged), as validated int32 arrays."""
     if isinstance(prompt_ids, np.ndarray | jax.Array) and np.ndim(prompt_ids) == 2:
         prompt_ids = list(prompt_ids)
-    if isinstance(prompt_ids, str):
-        raise ValueError("generate: prompt_ids are token ids; encode the text with the tokenizer")
-    single = not (len(prompt_ids) and all(np.ndim(p) == 1 for p in prompt_ids))
+    single = isinstance(prompt_ids, str) or not (
+        len(prompt_ids) and all(np.ndim(p) == 1 for p in prompt_ids)
+    )
     if single:
         prompt_ids = [prompt_ids]
-    V, ctx = model.codomain.shape[-1], context(model)
-    out = []
-    for b, p in enumerate(prompt_ids):
-        where = "generate: the prompt" if single else f"generate: prompt {b}"
-        a = np.asarray(p)
-        if a.ndim != 1 or a.size == 0:
-            raise ValueError(f"{where} is empty or not a list of ids (shape {a.shape}); pass ids")
-        if not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"{where} must hold integer token ids, got dtype {a.dtype}")
-        if a.min() < 0 or a.max() >= V:
-            bad = int(a.min() if a.min() < 0 else a.max())
-            raise ValueError(
-                f"{where} holds the id {bad}, outside the vocabulary [0, {V}); "
-                "encode the text with the model's tokenizer"
-            )
-        if len(a) > ctx:
-            raise ValueError(
-                f"{where} has {len(a)} tokens, more than the context {ctx}; keep its last "
-                f"{ctx - 1} tokens or fewer"
-            )
-        out.append(a.astype(np.int32))
-    return out, single
+    where = lambda b: "generate: the prompt" if single else f"generate: prompt {b}"
+    return [
+        validate_tokens(model, p, where(b), ndim=(1,)) for b, p in enumerate(prompt_ids)
+    ], single
 
 
 def _check_int(name: str, v, lo: int, hi: int | None = None) -> int:

@@ -5,14 +5,13 @@ to_hf(model, params, "out")             # jaxformer → transformers (same logit
 to_hf_tokenizer_json(tok, "out/tokenizer.json")   # a Tokenizer → HF tokenizers
 """
 
-from .hf import config_of, from_hf, to_hf
-from .hf_config import SUPPORTED, config_from_hf, config_to_hf
+from .families import MODEL_TYPES, config_from_hf, config_to_hf
+from .hf import from_hf, to_hf
 from .tokenizer_json import to_hf_tokenizer_json
 
 __all__ = [
-    "SUPPORTED",
+    "MODEL_TYPES",
     "config_from_hf",
-    "config_of",
     "config_to_hf",
     "from_hf",
     "to_hf",

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 def convert(args: argparse.Namespace) -> int:
     from ..models import build
-    from ..train.checkpoint import load_for_inference
+    from ..rundir import load_for_inference
     from .hf import to_hf
 
     try:

@@ -5,35 +5,30 @@
     to_hf(model, params, "out-dir")         # AutoModelForCausalLM.from_pretrained("out-dir")
 
 Supported: GPT-2 (``GPT2LMHeadModel``) and the LLaMA family (``LlamaForCausalLM``:
-GQA, tied or untied embeddings, any rope_theta, attention biases). The weight
-mappings are spelled out in ``gpt2.py`` and ``llama.py``. Everything is checked
-before anything is returned or written: the config, every tensor's shape, and
-that no tensor is missing or left over.
+GQA, tied or untied embeddings, any rope_theta, attention biases). Each family's
+config and weight mappings are spelled out in ``families/<name>.py``. Everything is
+checked before anything is returned or written: the config, every tensor's shape,
+and that no tensor is missing or left over.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Map, Tie, Tokenwise, is_param
-from ..layers import MLP, LayerNorm, LearnedPositions, SinusoidalPositions
-from ..models import Config, build
+from ..atomic import atomic_dir
+from ..core import Map, is_param
+from ..models import Model, build
 from ..tokenizer import Tokenizer
-from . import gpt2, llama
-from .hf_config import config_from_hf, config_to_hf
+from .families import BY_FAMILY, config_from_hf, config_to_hf
 from .mapping import Checkpoint
 from .safetensors_io import SAFETENSORS, read_tensors, write_tensors
 from .tokenizer_json import to_hf_tokenizer_json
-
-FAMILIES = {"gpt2": gpt2, "llama": llama}
 
 
 def from_hf(path: str | os.PathLike) -> tuple[Map, dict]:
@@ -45,7 +40,7 @@ def from_hf(path: str | os.PathLike) -> tuple[Map, dict]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory; pass a save_pretrained directory")
     config = config_from_hf(read_config(root), str(root / "config.json"))
-    family = FAMILIES[config.family]
+    family = BY_FAMILY[config.family]
     ckpt = Checkpoint(read_tensors(root), str(root), family.PREFIX, family.IGNORE)
     params = family.params_from_hf(ckpt, config)
     model = build(config)
@@ -63,33 +58,27 @@ def to_hf(
 ) -> None:
     """Write ``config.json`` + ``model.safetensors`` that transformers' ``from_pretrained``
     loads as the same function (and ``tokenizer.json``, given a ``tokenizer``). ``model``
-    must be one that ``jaxformer.models.build`` makes; the directory appears whole or not
-    at all."""
-    config = config_of(model)
+    must be one that ``jaxformer.models.build`` makes (it carries its config); the
+    directory appears whole or not at all."""
+    if not isinstance(model, Model):
+        raise ValueError(
+            f"to_hf: {model.name} is not a model that jaxformer.models.build(Config(...)) makes "
+            "(edited or custom composites have no HF counterpart); export build(config)"
+        )
+    config = model.config
     hf_config = config_to_hf(config)
     check_params(model, params, "to_hf")
     numpy_params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    tensors = FAMILIES[config.family].params_to_hf(numpy_params, config)
+    tensors = BY_FAMILY[config.family].params_to_hf(numpy_params, config)
 
     root = Path(path)
     if root.exists() and not (root.is_dir() and not any(root.iterdir()) or overwrite):
         raise FileExistsError(f"{root} exists and is not empty; pass overwrite=True to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
         write_tensors(tmp / SAFETENSORS, tensors)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             to_hf_tokenizer_json(tokenizer, tmp / "tokenizer.json")
-        if root.exists():  # move the old one aside first: a rename cannot replace a full dir
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-            os.replace(root, old / root.name)
-            os.replace(tmp, root)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_config(root: Path) -> dict:
@@ -121,44 +110,3 @@ def check_params(model: Map, params: dict, where: str) -> None:
     for k, shape in want.items():
         if got[k] != shape:
             raise ValueError(f"{where}: parameter {k} has shape {got[k]}, expected {shape}")
-
-
-def config_of(model: Map) -> Config:
-    """The ``Config`` that ``build`` turns into ``model`` (read off its maps, then checked by
-    rebuilding: a model with replaced or added maps has no HF counterpart)."""
-    maps = dict(model.walk())
-    leaf = lambda path: maps[path].f if isinstance(maps.get(path), Tokenwise) else maps.get(path)
-    try:
-        embed, blocks, attn = maps["embed"], maps["blocks"], maps["blocks.attn"]
-        ln1, mlp, pos = leaf("blocks.ln1"), leaf("blocks.mlp"), maps.get("pos")
-        config = Config(
-            family="gpt2" if isinstance(ln1, LayerNorm) else "llama",
-            vocab_size=embed.V,
-            context=embed.context,
-            n_layers=blocks.L,
-            d_model=embed.d,
-            n_heads=attn.H,
-            n_kv_heads=attn.kv_heads,
-            d_head=attn.k,
-            d_mlp=getattr(mlp, "m", None),
-            activation=mlp.activation if isinstance(mlp, MLP) else "gelu_tanh",
-            positional={LearnedPositions: "learned", SinusoidalPositions: "sinusoidal"}.get(
-                type(pos), "rope"
-            ),
-            norm_eps=ln1.eps,
-            rope_theta=attn.rope_theta or 10000.0,
-            tied=isinstance(model, Tie),
-            bias=attn.bias,
-            attn_only=mlp is None,
-            final_norm="ln_f" in maps,
-            init_std=embed.std,
-        )
-        same = build(config) == model
-    except (KeyError, AttributeError, TypeError, ValueError):
-        same = False
-    if not same:
-        raise ValueError(
-            f"to_hf: {model.name} is not a model that jaxformer.models.build(Config(...)) makes "
-            "(edited or custom composites have no HF counterpart); export build(config)"
-        )
-    return config

@@ -25,8 +25,8 @@ import json
 import os
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..tokenizer import Tokenizer
-from ..tokenizer.files import write_atomic
 
 
 @functools.cache

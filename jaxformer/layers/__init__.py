@@ -4,7 +4,7 @@ the formula, and the parameter shapes."""
 from .attention import Attention
 from .embedding import Embedding, Unembedding
 from .mlp import ACTIVATIONS, MLP, SwiGLU
-from .norm import LayerNorm, RMSNorm, affine, center, normalise, scale
+from .norm import LayerNorm, Normalise, RMSNorm, affine, center, normalise, scale
 from .positional import LearnedPositions, SinusoidalPositions, rope, rope_angles, sinusoid_table
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "LayerNorm",
     "LearnedPositions",
     "MLP",
+    "Normalise",
     "RMSNorm",
     "SinusoidalPositions",
     "SwiGLU",

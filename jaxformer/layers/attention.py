@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ..core import Map, Param, Real
+from ..core import Map, Param, Real, Term
 from .positional import rope
 
 
@@ -114,6 +114,84 @@ class Attention(Map):
 
     def apply(self, params, x_Td):
         return self.forward(params, x_Td)[0]
+
+    def trace_points(self):
+        n = self.name
+        return (n, f"{n}.scores", f"{n}.pattern", f"{n}.z")
+
+    # -- the cached form, for generation ---------------------------------------------------
+    def cache_spec(self, S):
+        """k and v of the G key/value heads at S slots: [G, S, k] each."""
+        return {"k": (self.kv_heads, S, self.k), "v": (self.kv_heads, S, self.k)}
+
+    def decode(self, params, cache, x_Td, positions, layer=()):
+        """Write the chunk's k, v at its (contiguous) ``positions`` in this layer's slice of
+        the cache; the query at position p attends to the slots s ≤ p (later slots hold
+        padding or nothing yet, whatever they contain)."""
+        if not self.causal:
+            raise NotImplementedError(f"{self.name}: a non-causal attention cannot be decoded")
+        q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
+
+        def write(C, new_GTk):
+            new = new_GTk.astype(C.dtype).reshape((1,) * len(layer) + new_GTk.shape)
+            return jax.lax.dynamic_update_slice(C, new, (*layer, 0, positions[0], 0))
+
+        cache = {"k": write(cache["k"], k_GTk), "v": write(cache["v"], v_GTk)}
+        K_GSk, V_GSk = cache["k"][tuple(layer)], cache["v"][tuple(layer)]
+        s_HTS = self.scores(q_HTk, K_GSk.astype(q_HTk.dtype))
+        seen_TS = jnp.arange(K_GSk.shape[1])[None, :] <= positions[:, None]
+        A_HTS = jax.nn.softmax(jnp.where(seen_TS, s_HTS, -jnp.inf), axis=-1)
+        return self.out(params, self.mix(A_HTS, V_GSk.astype(x_Td.dtype))), cache
+
+    # -- its term, for describe --------------------------------------------------------------
+    def term(self, T, x):
+        H, G, k, d = self.H, self.kv_heads, self.k, self.d
+        g = "h" if G == H else "g(h)"
+        head = lambda s: g if s in "KV" else "h"
+        bias = lambda s: f" + b_{s}^{head(s)}" if self.bias else ""
+        tbias = lambda s: rf" + b_{s}^{{{head(s)}}}" if self.bias else ""
+        qkv = [f"{x} W_{s}^{head(s)}{bias(s)}" for s in "QKV"]
+        tqkv = [rf"{x} W_{s}^{{{head(s)}}}{tbias(s)}" for s in "QKV"]
+        if self.rope_theta is not None:
+            qkv[:2] = [f"R({p})" for p in qkv[:2]]
+            tqkv[:2] = [rf"R({p})" for p in tqkv[:2]]
+        mask, tmask = ("causal(", r"\mathrm{causal}(") if self.causal else ("", "")
+        close = ")" if self.causal else ""
+        b_O = " + b_O" if self.bias else ""
+        text = [
+            f"{x} ↦ Σ_(h=1..{H}) A^h v^h W_O^h{b_O}",
+            f"A^h = softmax({mask}q^h k^hᵀ / √{k}{close})",
+            f"q^h = {qkv[0]},  k^h = {qkv[1]},  v^h = {qkv[2]}",
+        ]
+        tex = [
+            rf"{x} \mapsto \sum_{{h=1}}^{{{H}}} A^h v^h W_O^h{b_O}",
+            rf"A^h = \mathrm{{softmax}}({tmask}q^h {{k^h}}^\top / \sqrt{{{k}}}{close})",
+            rf"q^h = {tqkv[0]},\ k^h = {tqkv[1]},\ v^h = {tqkv[2]}",
+        ]
+        if self.causal:
+            text.append("causal(s)_ij = s_ij if j ≤ i, else −∞")
+            tex.append(r"\mathrm{causal}(s)_{ij} = s_{ij}\ (j \leq i),\ -\infty\ (j > i)")
+        if G != H:
+            text.append(f"g(h) = ⌈h / {H // G}⌉  ({G} key/value heads shared by {H} query heads)")
+            tex.append(rf"g(h) = \lceil h / {H // G} \rceil")
+        if self.rope_theta is not None:
+            text.append(
+                f"R (RoPE): at position i, rotate (u_j, u_(j+{k // 2})) by the angle "
+                f"i·{self.rope_theta:g}^(−2j/{k});  i, j counted from 0"
+            )
+            tex.append(
+                rf"R:\ (u_j, u_{{j+{k // 2}}}) \mapsto \mathrm{{rot}}_{{i\,\theta^{{-2j/{k}}}}}"
+                rf"(u_j, u_{{j+{k // 2}}}),\ \theta = {self.rope_theta:g}"
+            )
+        # Attention computes all T×T scores: the causal mask is applied, not exploited.
+        flops = (
+            2 * d * k * (2 * H + 2 * G)  # the projections W_Q, W_K, W_V and W_O
+            + 4 * H * T * k  # the scores q kᵀ and the mix A v, over all T keys
+            + H * T * (5 + self.causal)  # 1/√k, softmax (max, subtract, sum, divide), the mask
+            + ((H + 2 * G) * k + d if self.bias else 0)
+            + (3 * (H + G) * k if self.rope_theta is not None else 0)  # two products and a sum
+        )
+        return Term(tuple(text), tuple(tex), flops)
 
     # -- per-head terms, for circuits ------------------------------------------
     def heads(self, params, x_Td):

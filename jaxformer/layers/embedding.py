@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from ..core import Map, Param, Real, Tokens
+from ..core import Map, Param, Real, Term, Tokens
 
 
 @dataclass(frozen=True, repr=False)
@@ -21,6 +21,7 @@ class Embedding(Map):
     context: int | None = None
     std: float = 0.02
     name: str = "embed"
+    tokenwise = True
 
     domain = property(
         lambda self: Tokens(self.V, "T", limits={"T": self.context} if self.context else None)
@@ -32,6 +33,9 @@ class Embedding(Map):
 
     def apply(self, params, t_T):
         return jnp.take(params["W_E"], t_T, axis=0)
+
+    def term(self, T, x):
+        return Term(("t ↦ x,  x_i = W_E[t_i]",), (r"t \mapsto x,\ x_i = W_E[t_i]",))
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,6 +51,7 @@ class Unembedding(Map):
     bias: bool = False
     std: float = 0.02
     name: str = "unembed"
+    tokenwise = True
 
     domain = property(lambda self: Real("T", self.d))
     codomain = property(lambda self: Real("T", self.V))
@@ -61,3 +66,8 @@ class Unembedding(Map):
         if self.bias:
             logits = logits + params["b_U"]
         return logits.astype(jnp.float32)
+
+    def term(self, T, x):
+        b = " + b_U" if self.bias else ""
+        flops = 2 * self.d * self.V + self.bias * self.V
+        return Term((f"{x} ↦ {x} W_U{b}",), (rf"{x} \mapsto {x} W_U{b}",), flops)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import jax
 
-from ..core import Map, Param, Real
+from ..core import Map, Param, Real, Term
 
 ACTIVATIONS = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -23,14 +23,47 @@ ACTIVATIONS = {
 }
 
 
+# φ(u) as (text, tex, elementwise FLOPs per coordinate; transcendentals count 0).
+PHI = {
+    "gelu_tanh": (
+        "φ(u) = u/2 · (1 + tanh(√(2/π) (u + 0.044715 u³)))",
+        r"\varphi(u) = \frac{u}{2} (1 + \tanh(\sqrt{2/\pi}\,(u + 0.044715\,u^3)))",
+        8,
+    ),
+    "gelu": (
+        "φ(u) = u/2 · (1 + erf(u/√2))",
+        r"\varphi(u) = \frac{u}{2} (1 + \mathrm{erf}(u/\sqrt{2}))",
+        4,
+    ),
+    "relu": ("φ(u) = max(u, 0)", r"\varphi(u) = \max(u, 0)", 1),
+    "silu": ("φ(u) = u / (1 + e^(−u))", r"\varphi(u) = u / (1 + e^{-u})", 4),
+}
+W_IN, W_OUT, W_GATE = (rf"W_{{\mathrm{{{s}}}}}" for s in ("in", "out", "gate"))
+B_IN, B_OUT = r"b_{\mathrm{in}}", r"b_{\mathrm{out}}"
+
+
 def _activation(name: str):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
+class _TokenMLP(Map):
+    """What the MLPs share: R^d → R^d on one token, the hidden point in the trace."""
+
+    tokenwise = True
+    domain = property(lambda self: Real(self.d))
+    codomain = property(lambda self: Real(self.d))
+
+    def apply(self, params, x_d):
+        return self.forward(params, x_d)[0]
+
+    def trace_points(self):
+        return (self.name, f"{self.name}.hidden")
+
+
 @dataclass(frozen=True, repr=False)
-class MLP(Map):
+class MLP(_TokenMLP):
     """x ↦ φ(x W_in + b_in) W_out + b_out.   R^d → R^d;  W_in: [d, m], W_out: [m, d]."""
 
     d: int
@@ -40,12 +73,10 @@ class MLP(Map):
     std: float = 0.02
     out_std: float | None = None
     name: str = "mlp"
+    reads = ("W_in",)  # the matrices applied to its input (LayerNorm folding scales their rows)
 
     def __post_init__(self):
         _activation(self.activation)
-
-    domain = property(lambda self: Real(self.d))
-    codomain = property(lambda self: Real(self.d))
 
     def spec(self):
         p = {
@@ -69,12 +100,21 @@ class MLP(Map):
             y = y + params["b_out"].astype(dt)
         return y, {self.name: y, f"{self.name}.hidden": h}
 
-    def apply(self, params, x_d):
-        return self.forward(params, x_d)[0]
+    def term(self, T, x):
+        phi_text, phi_tex, phi_flops = PHI[self.activation]
+        if self.bias:
+            text = f"{x} ↦ φ({x} W_in + b_in) W_out + b_out"
+            tex = rf"{x} \mapsto \varphi({x} {W_IN} + {B_IN}) {W_OUT} + {B_OUT}"
+        else:
+            text = f"{x} ↦ φ({x} W_in) W_out"
+            tex = rf"{x} \mapsto \varphi({x} {W_IN}) {W_OUT}"
+        d, m = self.d, self.m
+        flops = 4 * d * m + phi_flops * m + (m + d if self.bias else 0)
+        return Term((text, phi_text), (tex, phi_tex), flops)
 
 
 @dataclass(frozen=True, repr=False)
-class SwiGLU(Map):
+class SwiGLU(_TokenMLP):
     """x ↦ (silu(x W_gate) ⊙ x W_in) W_out.   R^d → R^d;  W_gate, W_in: [d, m], W_out: [m, d]."""
 
     d: int
@@ -82,9 +122,8 @@ class SwiGLU(Map):
     std: float = 0.02
     out_std: float | None = None
     name: str = "mlp"
-
-    domain = property(lambda self: Real(self.d))
-    codomain = property(lambda self: Real(self.d))
+    reads = ("W_gate", "W_in")
+    bias = False
 
     def spec(self):
         return {
@@ -99,5 +138,12 @@ class SwiGLU(Map):
         y = h @ params["W_out"].astype(dt)
         return y, {self.name: y, f"{self.name}.hidden": h}
 
-    def apply(self, params, x_d):
-        return self.forward(params, x_d)[0]
+    def term(self, T, x):
+        return Term(
+            (f"{x} ↦ (silu({x} W_gate) ⊙ {x} W_in) W_out", "silu(u) = u / (1 + e^(−u))"),
+            (
+                rf"{x} \mapsto (\mathrm{{silu}}({x} {W_GATE}) \odot {x} {W_IN}) {W_OUT}",
+                r"\mathrm{silu}(u) = u / (1 + e^{-u})",
+            ),
+            6 * self.d * self.m + 5 * self.m,  # silu: 4 per coordinate, the product ⊙: 1
+        )

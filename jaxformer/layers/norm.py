@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ..core import Map, Param, Real
+from ..core import Map, Param, Real, Term, tex_number
 
 
 def center(x: jax.Array) -> jax.Array:
@@ -75,52 +75,120 @@ def _norm_bwd(eps, centered, res, g):
 norm.defvjp(_norm_fwd, _norm_bwd)
 
 
-def _traced(m: Map, x_d, gamma, beta, centered: bool):
-    """The norm's output and its points (autodiff through the pieces, for circuits)."""
-    y, (_, s, _, _) = _norm_fwd(x_d.astype(jnp.float32), gamma, beta, m.eps, centered)
-    y = y.astype(x_d.dtype)
-    return y, {m.name: y, f"{m.name}.scale": s[0]}
+class _Norm(Map):
+    """What every norm shares: it acts on each token, records its scale, and is
+    ``centered`` (reads only the mean-free part of its input) or not."""
+
+    tokenwise = True
+    centered: bool
+
+    domain = property(lambda self: Real(self.d))
+    codomain = property(lambda self: Real(self.d))
+
+    def trace_points(self):
+        return (self.name, f"{self.name}.scale")
+
+    def plain(self) -> Normalise:
+        """The norm without its affine part (same name, so a trace keeps its keys)."""
+        return Normalise(self.d, self.eps, self.centered, self.name)
+
+    def _traced(self, x_d, gamma, beta):
+        """The output and its points (autodiff through the pieces, for circuits)."""
+        y, (_, s, _, _) = _norm_fwd(x_d.astype(jnp.float32), gamma, beta, self.eps, self.centered)
+        y = y.astype(x_d.dtype)
+        return y, {self.name: y, f"{self.name}.scale": s[0]}
 
 
 @dataclass(frozen=True, repr=False)
-class LayerNorm(Map):
+class LayerNorm(_Norm):
     """x ↦ γ ⊙ (x − μ)/sqrt(σ² + ε) + β.   R^d → R^d;  γ, β: [d]."""
 
     d: int
     eps: float = 1e-5
     name: str = "ln"
-
-    domain = property(lambda self: Real(self.d))
-    codomain = property(lambda self: Real(self.d))
+    centered = True
 
     def spec(self):
         return {"gamma": Param((self.d,), ("d",), fill=1.0), "beta": Param((self.d,), ("d",))}
 
     def forward(self, params, x_d):
-        return _traced(self, x_d, params["gamma"], params["beta"], centered=True)
+        return self._traced(x_d, params["gamma"], params["beta"])
 
     def apply(self, params, x_d):
         x = x_d.astype(jnp.float32)
         return norm(x, params["gamma"], params["beta"], self.eps, True).astype(x_d.dtype)
 
+    def term(self, T, x):
+        # center: mean and subtract (2d); variance: square and mean (2d); scale, γ, β (3d).
+        return Term(
+            (
+                f"{x} ↦ γ ⊙ ({x} − μ) / √(σ² + ε) + β",
+                f"μ = mean({x}),  σ² = mean(({x} − μ)²),  ε = {self.eps:g}",
+            ),
+            (
+                rf"{x} \mapsto \gamma \odot ({x} - \mu) / \sqrt{{\sigma^2 + \varepsilon}} + \beta",
+                rf"\mu = \mathrm{{mean}}({x}),\ \sigma^2 = \mathrm{{mean}}(({x} - \mu)^2),"
+                rf"\ \varepsilon = {tex_number(self.eps)}",
+            ),
+            7 * self.d,
+        )
+
 
 @dataclass(frozen=True, repr=False)
-class RMSNorm(Map):
+class RMSNorm(_Norm):
     """x ↦ γ ⊙ x / sqrt(mean(x²) + ε).   R^d → R^d;  γ: [d]."""
 
     d: int
     eps: float = 1e-6
     name: str = "ln"
-
-    domain = property(lambda self: Real(self.d))
-    codomain = property(lambda self: Real(self.d))
+    centered = False
 
     def spec(self):
         return {"gamma": Param((self.d,), ("d",), fill=1.0)}
 
     def forward(self, params, x_d):
-        return _traced(self, x_d, params["gamma"], None, centered=False)
+        return self._traced(x_d, params["gamma"], None)
 
     def apply(self, params, x_d):
         x = x_d.astype(jnp.float32)
         return norm(x, params["gamma"], None, self.eps, False).astype(x_d.dtype)
+
+    def term(self, T, x):
+        return Term(
+            (f"{x} ↦ γ ⊙ {x} / √(mean({x}²) + ε),  ε = {self.eps:g}",),
+            (
+                rf"{x} \mapsto \gamma \odot {x} / \sqrt{{\mathrm{{mean}}({x}^2) + \varepsilon}},"
+                rf"\ \varepsilon = {tex_number(self.eps)}",
+            ),
+            4 * self.d,
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class Normalise(_Norm):
+    """A norm without its affine part, what folding γ and β into the readers leaves behind
+    (``circuits.fold_ln``).   R^d → R^d;  no parameters.
+
+        centered=True:   x ↦ (x − μ) / sqrt(mean((x − μ)²) + ε)     (LayerNorm, γ=1, β=0)
+        centered=False:  x ↦ x / sqrt(mean(x²) + ε)                  (RMSNorm, γ=1)
+    """
+
+    d: int
+    eps: float
+    centered: bool = True
+    name: str = "ln"
+
+    def forward(self, params, x_d):
+        return self._traced(x_d, jnp.float32(1.0), None)
+
+    def apply(self, params, x_d):
+        return self.forward(params, x_d)[0]
+
+    def term(self, T, x):
+        c = f"{x} − μ" if self.centered else x
+        tc = rf"{x} - \mu" if self.centered else x
+        return Term(
+            (f"{x} ↦ ({c}) / √(mean(({c})²) + ε),  ε = {self.eps:g}",),
+            (rf"{x} \mapsto ({tc}) / \sqrt{{\mathrm{{mean}}(({tc})^2) + \varepsilon}}",),
+            (5 if self.centered else 3) * self.d,
+        )

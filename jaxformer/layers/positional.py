@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import Map, Param, Real
+from ..core import Map, Param, Real, Term
 
 
 @dataclass(frozen=True, repr=False)
@@ -33,6 +33,16 @@ class LearnedPositions(Map):
 
     def apply(self, params, x_Td):
         return x_Td + params["W_pos"][: x_Td.shape[0]].astype(x_Td.dtype)
+
+    def decode(self, params, cache, x_Td, positions, layer=()):
+        return x_Td + params["W_pos"][positions].astype(x_Td.dtype), {}
+
+    def term(self, T, x):
+        return Term(
+            (f"{x} ↦ ({x}_i + W_pos[i])_i",),
+            (rf"{x} \mapsto ({x}_i + W_{{\mathrm{{pos}}}}[i])_i",),
+            self.d,
+        )
 
 
 def sinusoid_table(T: int, d: int, base: float = 10000.0) -> np.ndarray:
@@ -60,6 +70,21 @@ class SinusoidalPositions(Map):
     def apply(self, params, x_Td):
         P = sinusoid_table(x_Td.shape[0], self.d)
         return x_Td + jnp.asarray(P, x_Td.dtype)
+
+    def decode(self, params, cache, x_Td, positions, layer=()):
+        P = jnp.asarray(sinusoid_table(self.context, self.d), x_Td.dtype)
+        return x_Td + P[positions], {}
+
+    def term(self, T, x):
+        f, F = f"i / 10000^(2j/{self.d})", rf"i / 10000^{{2j/{self.d}}}"
+        return Term(
+            (f"{x} ↦ ({x}_i + P_i)_i", f"P_(i,2j) = sin({f}),  P_(i,2j+1) = cos({f})"),
+            (
+                rf"{x} \mapsto ({x}_i + P_i)_i",
+                rf"P_{{i,2j}} = \sin({F}),\ P_{{i,2j+1}} = \cos({F})",
+            ),
+            self.d,
+        )
 
 
 def rope_angles(positions: jax.Array, k: int, theta: float = 10000.0) -> jax.Array:

@@ -1,8 +1,8 @@
-"""The model configuration: one validated dataclass for both families.
+"""The model configuration: one validated dataclass for every family.
 
-``family="gpt2"``: learned (or sinusoidal) positions, pre-LN LayerNorm, GELU MLP,
-biases, tied unembedding. ``family="llama"``: RoPE, RMSNorm, SwiGLU, grouped
-query attention, no biases, untied. Fields left ``None`` take the family's default.
+Fields left ``None`` take the family's default (``models/families/<name>.py``); the
+family then checks what only it knows (which positions it allows, say). Every field
+can be set from ``jaxformer train --<field>``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-FAMILIES = ("gpt2", "llama")
-_DEFAULTS = {
-    "gpt2": dict(tied=True, bias=True, positional="learned", norm_eps=1e-5),
-    "llama": dict(tied=False, bias=False, positional="rope", norm_eps=1e-6),
-}
+from .family import family_of
+
+_POSITIVE = ("vocab_size", "context", "n_layers", "d_model", "n_heads", "n_kv_heads")
 
 
 @dataclass(frozen=True)
@@ -27,9 +25,10 @@ class Config:
     n_heads: int = 12  # H
     n_kv_heads: int | None = None  # G (GQA); default H
     d_head: int | None = None  # k; default d / H
-    d_mlp: int | None = None  # m; default 4d (gpt2) or 256·⌈(8d/3)/256⌉ (llama)
-    activation: str = "gelu_tanh"  # gpt2's φ
-    positional: str | None = None  # "learned" | "sinusoidal" (gpt2), "rope" (llama)
+    d_mlp: int | None = None  # m; the family's default (4d for gpt2)
+    activation: str = "gelu_tanh"  # the MLP's φ (families with a plain MLP)
+    positional: str | None = None  # "learned" | "sinusoidal" | "rope"
+    norm: str | None = None  # "layernorm" | "rmsnorm"
     norm_eps: float | None = None
     rope_theta: float = 10000.0
     tied: bool | None = None
@@ -39,14 +38,14 @@ class Config:
     init_std: float = 0.02
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"Config.family must be one of {FAMILIES}, got {self.family!r}")
-        for k, v in _DEFAULTS[self.family].items():
-            if getattr(self, k) is None:
-                object.__setattr__(self, k, v)
+        fam = family_of(self.family)
+        later = {k: v for k, v in fam.defaults.items() if callable(v)}  # read other fields
+        for k, v in fam.defaults.items():
+            if k not in later and getattr(self, k) is None:
+                self._set(k, v)
         if self.n_kv_heads is None:
-            object.__setattr__(self, "n_kv_heads", self.n_heads)
-        for k in ("vocab_size", "context", "n_layers", "d_model", "n_heads", "n_kv_heads"):
+            self._set("n_kv_heads", self.n_heads)
+        for k in _POSITIVE:
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"Config.{k} must be a positive integer, got {v!r}")
@@ -56,35 +55,30 @@ class Config:
                     f"Config: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                     "choose n_heads dividing d_model, or set d_head explicitly"
                 )
-            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
-        if self.d_mlp is None:
-            m = (
-                4 * self.d_model
-                if self.family == "gpt2"
-                else -(-8 * self.d_model // 3 // 256) * 256
-            )
-            object.__setattr__(self, "d_mlp", m)
+            self._set("d_head", self.d_model // self.n_heads)
+        for k, v in later.items():
+            if getattr(self, k) is None:
+                self._set(k, v(self))
+        unset = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
+        if unset:
+            raise ValueError(f"Config: family {self.family!r} gives no default for {unset}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"Config: n_heads={self.n_heads} is not a multiple of n_kv_heads="
                 f"{self.n_kv_heads}; each key/value head must serve a whole group of query heads"
             )
-        allowed = ("learned", "sinusoidal") if self.family == "gpt2" else ("rope",)
-        if self.positional not in allowed:
-            raise ValueError(
-                f"Config.positional={self.positional!r} is not available for family "
-                f"{self.family!r}; choose one of {allowed}"
-            )
-        if self.family == "llama" and self.d_head % 2:
-            raise ValueError(f"Config: RoPE needs an even d_head, got {self.d_head}")
+        if self.norm not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"Config.norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.norm_eps <= 0 or self.rope_theta <= 0 or self.init_std <= 0:
             raise ValueError("Config: norm_eps, rope_theta and init_std must be positive")
+        fam.check(self)
+
+    def _set(self, k: str, v) -> None:
+        object.__setattr__(self, k, v)
 
     def replace(self, **changes) -> Config:
         """A new validated config with ``changes`` applied (unknown keys are an error)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"Config has no field(s) {sorted(unknown)}")
+        _known(changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -92,7 +86,14 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Config has no field(s) {sorted(unknown)}")
-        return cls(**d)
+        return cls(**_known(d))
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _known(d: dict) -> dict:
+    unknown = set(d) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"Config has no field(s) {sorted(unknown)}")
+    return d

@@ -15,28 +15,33 @@ import numpy as np
 from ..core import Map
 
 
-def validate_tokens(model: Map, tokens) -> np.ndarray:
-    """Check ``tokens`` ([T] or [B,T] integers in [0, V), T ≤ context); return it as int32."""
+def validate_tokens(model: Map, tokens, where: str = "tokens", ndim=(1, 2)) -> np.ndarray:
+    """Check ``tokens`` ([T] or [B,T] integers in [0, V), T ≤ context); return it as int32.
+    ``where`` names the argument in the error; ``ndim`` the ranks it may have."""
+    if isinstance(tokens, str):
+        raise ValueError(f"{where}: got text; encode the text with the model's tokenizer")
     a = np.asarray(tokens)
     dom = model.domain
-    if a.ndim not in (1, 2):
+    if a.ndim not in ndim:
+        shapes = " or ".join(("[T]", "[B, T]")[n - 1] for n in ndim)
         raise ValueError(
-            f"tokens must have shape [T] or [B, T], got shape {a.shape}; "
+            f"{where} must have shape {shapes}, got shape {a.shape}; "
             "wrap a single sequence as [ids] or pass a 2-D batch"
         )
     if a.size == 0 and a.shape[-1] == 0:
-        raise ValueError("tokens: the sequence is empty; pass at least one token id")
+        raise ValueError(f"{where}: the sequence is empty; pass at least one token id")
     if not np.issubdtype(a.dtype, np.integer):
         raise ValueError(
-            f"tokens must be integer ids, got dtype {a.dtype}; convert with np.asarray(x, np.int32)"
+            f"{where} must be integer token ids, got dtype {a.dtype}; "
+            "convert with np.asarray(x, np.int32)"
         )
     limit = dict(dom.limits).get("T")
     if limit is not None and a.shape[-1] > limit:
         raise ValueError(
-            f"tokens: sequence length {a.shape[-1]} exceeds the context {limit}; "
+            f"{where}: sequence length {a.shape[-1]} exceeds the context {limit}; "
             f"truncate to the last {limit} tokens"
         )
-    dom.validate(a, model.name)
+    dom.validate(a, where)
     return a.astype(np.int32)
 
 

@@ -3,7 +3,10 @@
 mesh.py         make_mesh(data, fsdp, tensor): the device mesh (Auto axes)
 rules.py        RULES: parameter axis letters → mesh axes; param_shardings
 init.py         init_params / init_state: model.init(key), drawn shard by shard
-step.py         make_sharded_step: the library's train step, jitted with shardings
+pin.py          pin_for_mesh: the sharding constraints inside the model
+
+The train step jitted with these shardings is ``jaxformer.train.sharded``: this
+package knows meshes and models, not training.
 batch.py        data_shard, global_batch, global_rows: per-process data → global arrays
 distributed.py  initialize (jax.distributed, checked); from_lead, barrier, check_same
 """
@@ -14,14 +17,12 @@ from .init import abstract_opt_state, abstract_params, init_params, init_state
 from .mesh import AXES, MeshError, make_mesh, parse_mesh
 from .pin import pin_for_mesh
 from .rules import RULES, batch_sharding, param_shardings, partition_spec
-from .step import ShardedStep, make_sharded_step
 
 __all__ = [
     "AXES",
     "RULES",
     "DistributedError",
     "MeshError",
-    "ShardedStep",
     "abstract_opt_state",
     "abstract_params",
     "barrier",
@@ -35,7 +36,6 @@ __all__ = [
     "init_state",
     "initialize",
     "make_mesh",
-    "make_sharded_step",
     "param_shardings",
     "parse_mesh",
     "partition_spec",

@@ -27,7 +27,7 @@ from jax.custom_batching import custom_vmap
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..core import Map, Repeat, is_param
+from ..core import Map, Repeat, Wrapper, is_param
 from . import rules as R
 
 
@@ -36,27 +36,21 @@ def _same(a):
 
 
 @dataclass(frozen=True, repr=False)
-class Pinned(Map):
+class Pinned(Wrapper):
     """f with its input and output held by ``pin_x`` and its params by ``pin_params``:
     the identity on values. It stands in for f (same name, namespace and params)."""
 
-    f: Map
     pin_x: Callable = _same
     pin_params: Callable = _same
 
-    name = property(lambda self: self.f.name)
-    namespace = property(lambda self: self.f.namespace)
-    domain = property(lambda self: self.f.domain)
-    codomain = property(lambda self: self.f.codomain)
-
-    def spec(self):
-        return self.f.spec()
+    def inner(self, params):
+        return self.pin_params(super().inner(params))
 
     def apply(self, params, x):
-        return self.pin_x(self.f(self.pin_params(params), self.pin_x(x)))
+        return self.pin_x(super().apply(params, self.pin_x(x)))
 
     def forward(self, params, x):
-        y, points = self.f.trace(self.pin_params(params), self.pin_x(x))
+        y, points = super().forward(params, self.pin_x(x))
         return self.pin_x(y), points
 
 

@@ -17,8 +17,9 @@ import binascii
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import write_atomic
 
 FORMAT = "jaxformer-tokenizer"
 VERSION = 1
@@ -150,20 +151,6 @@ def _read_header(path: Path) -> dict:
             f'{path}: "special_tokens" must map strings to integer ids, got {specials!r}; {fix}'
         )
     return header
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(data: bytes) -> str:

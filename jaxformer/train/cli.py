@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
 
-from .config import PRESETS, ConfigError, TrainConfig, parse_value
+from .config import HINTS, PRESETS, ConfigError, TrainConfig, base_type, parse_value
 
 HELP = {
     "data": "a UTF-8 text file or a folder of them (default: the bundled Shakespeare)",
     "tokenizer": "a tokenizer directory to load (default: train a BPE on the train split)",
     "vocab_size": "the BPE vocabulary to train",
     "val_fraction": "the tail of the text held out for validation",
-    "family": "gpt2 or llama",
+    "family": "the model family (models/families: gpt2, llama, ...)",
+    "n_kv_heads": "key/value heads G (grouped-query attention; none = n_heads)",
+    "d_head": "the head dimension k (none = d_model / n_heads)",
+    "d_mlp": "the MLP width m (none = the family's default)",
     "context": "the model's context T, also the training sequence length",
     "batch_size": "sequences per step (over all micro-batches)",
     "micro_batches": "gradient accumulation: split each batch into this many micro-batches",
@@ -72,7 +74,6 @@ def add_parser(subparsers) -> None:
     )
     hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes")
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process: 0 … N-1")
-    hints = typing.get_type_hints(TrainConfig)
     settings = p.add_argument_group("settings (each overrides the preset; defaults shown)")
     for f in dataclasses.fields(TrainConfig):
         default = f" (default: {f.default!r})" if f.default != "" else ""
@@ -80,7 +81,7 @@ def add_parser(subparsers) -> None:
             f"--{f.name}",
             dest=f"set_{f.name}",
             default=argparse.SUPPRESS,
-            metavar=hints[f.name].__name__.upper(),
+            metavar=base_type(HINTS[f.name]).__name__.upper(),
             type=_parser(f.name),
             help=f"{HELP.get(f.name, '')}{default}".lstrip(),
         )
@@ -99,6 +100,9 @@ def _parser(key: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .process import keep_freed_memory
+
+    keep_freed_memory()  # before JAX's threads first allocate
     from ..parallel import DistributedError, MeshError, initialize  # jax loads only here
     from . import checkpoint, data, loop
 

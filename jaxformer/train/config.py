@@ -3,18 +3,22 @@
     cfg = TrainConfig.preset("default", lr=1e-3)      # a preset with overrides, validated
     cfg.model_config(vocab_size)                       # the jaxformer.models.Config it trains
 
-Every value is checked when the config is made, before any data is read or any
-function compiled, and an error names the key, the value and the fix.
+The model's settings are every field of ``models.Config`` (derived, not copied: a
+field added there is a setting and a ``--flag`` here), with this library's small
+default model; ``vocab_size`` is also the size of the BPE to train. Every value is
+checked when the config is made, before any data is read or any function compiled,
+and an error names the key, the value and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import FAMILIES, Config
+from ..models import Config
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots", "names")
@@ -31,19 +35,32 @@ class ConfigError(ValueError):
     """A training setting is invalid; the message names it and the fix."""
 
 
+# The model a run trains by default: small enough for ten minutes on two CPU cores.
+# ``context`` is T, the model's context and the training sequence length; ``vocab_size``
+# the BPE vocabulary to train (with --tokenizer, the tokenizer's own size is used).
+MODEL_DEFAULTS = dict(vocab_size=2048, n_layers=4, d_model=192, n_heads=4, context=128)
+_MODEL_HINTS = typing.get_type_hints(Config)
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+ModelSettings = dataclasses.make_dataclass(
+    "ModelSettings",
+    [
+        (
+            f.name,
+            _MODEL_HINTS[f.name],
+            dataclasses.field(default=MODEL_DEFAULTS.get(f.name, f.default)),
+        )
+        for f in dataclasses.fields(Config)
+    ],
+    frozen=True,
+)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ModelSettings):
     # -- data ------------------------------------------------------------------------------
     data: str = ""  # a text file or a folder of them; "" = the bundled Shakespeare
     tokenizer: str = ""  # a tokenizer directory to load; "" = train a BPE on the train split
-    vocab_size: int = 2048  # the BPE vocabulary to train (unused with --tokenizer)
     val_fraction: float = 0.1  # the tail of the text held out for validation
-    # -- model -----------------------------------------------------------------------------
-    family: str = "gpt2"
-    n_layers: int = 4
-    d_model: int = 192
-    n_heads: int = 4
-    context: int = 128  # T: the model's context and the training sequence length
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = 32  # sequences per step, over all micro-batches and processes
     micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
@@ -75,13 +92,13 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        hints = typing.get_type_hints(TrainConfig)
+        hints = HINTS
         for f in dataclasses.fields(self):
             v, t = getattr(self, f.name), hints[f.name]
-            if t is float and isinstance(v, int) and not isinstance(v, bool):
+            if base_type(t) is float and isinstance(v, int) and not isinstance(v, bool):
                 object.__setattr__(self, f.name, float(v))
-            elif not isinstance(v, t) or (t is int and isinstance(v, bool)):
-                raise ConfigError(f"--{f.name} must be {t.__name__}, got {v!r}")
+            elif not isinstance(v, t) or (base_type(t) is int and isinstance(v, bool)):
+                raise ConfigError(f"--{f.name} must be {type_name(t)}, got {v!r}")
         self._check()
 
     def _check(self):
@@ -109,7 +126,6 @@ class TrainConfig:
         need(0 <= self.beta2 < 1, "beta2", "must lie in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "must lie in (0, 1), e.g. 0.1")
         need(self.vocab_size >= 257, "vocab_size", "a byte-level BPE needs at least 257 tokens")
-        need(self.family in FAMILIES, "family", f"choose one of {FAMILIES}")
         need(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"choose {COMPUTE_DTYPES}")
         need(self.remat in REMAT_POLICIES, "remat", f"choose one of {REMAT_POLICIES}")
         need(
@@ -131,17 +147,13 @@ class TrainConfig:
     # -- derived -------------------------------------------------------------------------------
     def model_config(self, vocab_size: int) -> Config:
         """The model this run trains, for a tokenizer of ``vocab_size`` ids."""
+        fields = {k: getattr(self, k) for k in MODEL_FIELDS} | {"vocab_size": vocab_size}
         try:
-            return Config(
-                family=self.family,
-                vocab_size=vocab_size,
-                context=self.context,
-                n_layers=self.n_layers,
-                d_model=self.d_model,
-                n_heads=self.n_heads,
-            )
-        except ValueError as e:
-            raise ConfigError(f"the model settings are invalid: {e}") from None
+            return Config(**fields)
+        except ValueError as e:  # name the flags: Config.family → --family
+            raise ConfigError(
+                f"the model settings are invalid: {e}".replace("Config.", "--")
+            ) from None
 
     @property
     def run_dir(self) -> Path:
@@ -193,9 +205,27 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 
+HINTS = typing.get_type_hints(TrainConfig)
+
+
+def base_type(t):
+    """``int`` for ``int`` and for ``int | None``."""
+    if isinstance(t, types.UnionType):
+        return next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def type_name(t) -> str:
+    return base_type(t).__name__ + (" or none" if isinstance(t, types.UnionType) else "")
+
+
 def parse_value(key: str, text: str):
-    """The command-line string ``text`` as the type of setting ``key``."""
-    t = typing.get_type_hints(TrainConfig)[key]
+    """The command-line string ``text`` as the type of setting ``key`` ("none" for a
+    setting that may be left to the model family's default)."""
+    t = HINTS[key]
+    if isinstance(t, types.UnionType) and text.lower() == "none":
+        return None
+    t = base_type(t)
     if t is bool:
         low = text.lower()
         if low in ("1", "true", "yes", "on"):

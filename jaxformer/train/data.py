@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..tokenizer import Tokenizer
 from ..tokenizer.files import format_ranks
-from .atomic import atomic_open
 from .config import TrainConfig
 
 MAGIC = b"JXTOKENS"
@@ -56,6 +56,7 @@ class Corpus:
     bzip2_bpb: float  # 8 · |bzip2 -9 (val bytes)| / |val bytes|, the baseline to beat
     source: str  # where the text came from
     dir: Path  # the cache directory holding the token files
+    tokenizer_sha256: str  # the tokenizer's hash, computed once (checkpoints record it)
 
 
 def bundled_corpus() -> Path:
@@ -193,7 +194,8 @@ def prepare(cfg: TrainConfig, log=print) -> Corpus:
     token_bytes = np.zeros(tok.n_vocab, np.int64)  # special tokens stand for no text: 0
     for token, rank in tok.mergeable_ranks.items():
         token_bytes[rank] = len(token)
-    return Corpus(tok, train, val, token_bytes, val_text, meta["bzip2_bpb"], str(source), folder)
+    bpb = meta["bzip2_bpb"]
+    return Corpus(tok, train, val, token_bytes, val_text, bpb, str(source), folder, h)
 
 
 def _load_tokenizer(path) -> Tokenizer:

@@ -22,14 +22,18 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from ..atomic import atomic_open
+from ..core import require
 from ..generate import generate
 from ..models import build
 from ..parallel import (
@@ -41,23 +45,24 @@ from ..parallel import (
     data_shard,
     from_lead,
     global_batch,
-    global_rows,
     init_params,
     make_mesh,
-    make_sharded_step,
     parse_mesh,
     pin_for_mesh,
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
 from . import data, optim, report, sampler, step
-from .atomic import atomic_open
+from .budget import size_run
 from .config import RESUMABLE, ConfigError, TrainConfig
+from .evaluate import make_evaluator
 from .loss import bits_per_byte
+from .process import keep_freed_memory
 from .remat import build_model
+from .sharded import stepper
 
-# The default preset gets about 650 steps on an idle 2-core machine; far fewer is worth a note.
-SLOW_STEPS = 500
+# Fault injection for tests: the process kills itself (SIGKILL) right after this step.
+FAULT = "JAXFORMER_FAULT_AT_STEP"
 
 
 class Diverged(RuntimeError):
@@ -108,17 +113,49 @@ class _NoMetrics:  # what processes other than 0 write
         pass
 
 
+@dataclass
+class _Run:
+    """What a run is made of, set up once by ``_setup`` and read by the steps below."""
+
+    cfg: TrainConfig
+    mesh: object
+    corpus: data.Corpus
+    mcfg: object  # the models.Config trained
+    model: object
+    batch: Callable  # k ↦ batch k, [M, b, T+1] on the mesh
+    n_windows: int
+    evaluate: Callable  # (params, n_batches | None) ↦ (Σ nll, #tokens, #bytes)
+    ckpt: C.Checkpoints
+    targets: object  # abstract params with the mesh's shardings
+    lead: bool
+    log: Callable
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=_print) -> dict:
     """Train as ``cfg`` says, into ``cfg.run_dir``; returns a summary of the run."""
+    keep_freed_memory()
     t_start = time.time()
+    run = _setup(cfg, resume, log)
+    start, params, opt_state, train_step = _start(run, resume)
+    cfg = run.cfg  # sized to the time budget on a new run
+    run.log(_announce(run, params, start, resume))
+    progress = _Progress(run, start, resume)
+    k, stopped, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start, resume)
+    return _finish(run, progress, k, stopped, tok_s, train_s, t_start)
+
+
+def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
+    """Every check that can fail before training: the mesh, the data, the model's faces."""
     mesh = _mesh(cfg.mesh, resume)  # first: a mesh that does not fit fails before any data is read
     one, lead = mesh.size == 1, jax.process_index() == 0
     log = log if lead else _silent
-    run_dir = cfg.run_dir
+    faces = build_model(cfg.model_config(cfg.vocab_size), cfg.remat)  # before any work
+    require(faces, "term", "train (its FLOPs, for the MFU)")
+    if cfg.sample_tokens:
+        require(faces, "decode", "train (its final sample)")
     corpus = data.prepare(cfg, log=log)
     check_same(corpus.dir.name, "corpus or tokenizer (the cache key differs)")
-    tok = corpus.tokenizer
-    mcfg = cfg.model_config(tok.n_vocab)
+    mcfg = cfg.model_config(corpus.tokenizer.n_vocab)
     model = build_model(mcfg, cfg.remat)
     M, T = cfg.micro_batches, cfg.context
     b = cfg.batch_size // M
@@ -132,164 +169,212 @@ def train(cfg: TrainConfig, resume: bool = False, log=_print) -> dict:
     put = (lambda x: x) if one else (lambda x: global_batch(x, mesh))  # one device: from host
     batch = lambda k: put(batches.batch(corpus.train, k).reshape(M, b // n, T + 1))
     eval_model = model if one else pin_for_mesh(model, mesh)
-    evaluate = _evaluator(step.make_eval_step(eval_model, cfg.compute_dtype), corpus, T, b, mesh)
-    ckpt = C.Checkpoints(run_dir, keep=cfg.keep_checkpoints)
-    start = 0
+    evaluate = make_evaluator(
+        step.make_eval_step(eval_model, cfg.compute_dtype), corpus, T, b, mesh
+    )
+    ckpt = C.Checkpoints(cfg.run_dir, keep=cfg.keep_checkpoints)
+    return _Run(cfg, mesh, corpus, mcfg, model, batch, batches.n_windows, evaluate, ckpt,
+                targets, lead, log)  # fmt: skip
+
+
+def _start(run: _Run, resume: bool):
+    """(start step, params, opt_state, train_step): restored on resume, else drawn from the
+    seed (and the run sized to its time budget when ``--steps 0``)."""
+    cfg, mesh = run.cfg, run.mesh
     if resume:
-        start = ckpt.latest()
+        start = run.ckpt.latest()
         if start is None:
-            raise C.CheckpointError(f"--resume: {run_dir} holds no complete checkpoint yet")
+            raise C.CheckpointError(f"--resume: {cfg.run_dir} holds no complete checkpoint yet")
         opt = optim.optimizer(cfg)
-        opt_targets = abstract_opt_state(opt, targets)
-        params, opt_state, meta = ckpt.restore(start, targets, opt_targets)  # onto this mesh
+        opt_targets = abstract_opt_state(opt, run.targets)
+        params, opt_state, meta = run.ckpt.restore(start, run.targets, opt_targets)
         if meta["sampler"] != {"seed": cfg.seed, "step": start}:
-            raise C.CheckpointError(f"{run_dir}: checkpoint {start} has a foreign sampler state")
-        if meta["tokenizer_sha256"] != data.tokenizer_sha256(tok):
             raise C.CheckpointError(
-                f"--resume: the corpus or tokenizer changed since {run_dir} was trained "
+                f"{cfg.run_dir}: checkpoint {start} has a foreign sampler state"
+            )
+        if meta["tokenizer_sha256"] != run.corpus.tokenizer_sha256:
+            raise C.CheckpointError(
+                f"--resume: the corpus or tokenizer changed since {cfg.run_dir} was trained "
                 f"(the tokenizer's hash differs); train a new run with --out DIR"
             )
-        train_step, _ = _stepper(model, opt, cfg.compute_dtype, mesh)
-    else:
-        key = jax.random.key(cfg.seed)
-        params = model.init(key) if one else init_params(model, key, mesh)
-        if cfg.steps == 0:
-            cfg = _size_run(cfg, model, params, batch(0), evaluate, log, mesh)
-        opt = optim.optimizer(cfg)
-        train_step, init_opt = _stepper(model, opt, cfg.compute_dtype, mesh)
-        opt_state = init_opt(params)
-        if lead:
-            C.save_run_files(run_dir, cfg, mcfg, tok)
-    keep = start if resume else None
-    metrics = report.Metrics(run_dir / "metrics.jsonl", keep) if lead else _NoMetrics()
+        return start, params, opt_state, stepper(run.model, opt, cfg.compute_dtype, mesh)[0]
+    key = jax.random.key(cfg.seed)
+    params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
+    if cfg.steps == 0:
+        run.cfg = cfg = size_run(cfg, run.model, params, run.batch(0), run.evaluate, run.log, mesh)
+    opt = optim.optimizer(cfg)
+    train_step, init_opt = stepper(run.model, opt, cfg.compute_dtype, mesh)
+    if run.lead:
+        C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
+    return 0, params, init_opt(params), train_step
 
+
+def _announce(run: _Run, params, start: int, resume: bool) -> str:
+    cfg, mcfg, corpus, T, M = run.cfg, run.mcfg, run.corpus, run.cfg.context, run.cfg.micro_batches
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-    log(
+    return (
         f"model  {mcfg.family} L={mcfg.n_layers} d={mcfg.d_model} H={mcfg.n_heads} T={T} "
         f"V={mcfg.vocab_size}: {n_params / 1e6:.2f}M params\n"
         f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
         f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
-        f"{batches.n_windows:,} windows of {T} per epoch\n"
+        f"{run.n_windows:,} windows of {T} per epoch\n"
         f"train  {cfg.steps} steps × {cfg.batch_size} sequences"
-        + (f" ({M} micro-batches of {b})" if M > 1 else "")
+        + (f" ({M} micro-batches of {cfg.batch_size // M})" if M > 1 else "")
         + f", lr {cfg.lr:g} → {cfg.min_lr:g}, {cfg.compute_dtype}, remat={cfg.remat}"
         + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
-        + ("" if one else f"\nmesh   {_show(mesh)}")
-        + f"\nout    {run_dir}"
+        + ("" if run.mesh.size == 1 else f"\nmesh   {_show(run.mesh)}")
+        + f"\nout    {cfg.run_dir}"
         + (f"  (resuming at step {start})" if resume else "")
     )
 
-    # The peak is re-measured at every eval and kept at its best: on a shared machine one
-    # measurement can land in a busy moment, which would overstate the MFU. It is one
-    # device's, times the devices (CPU devices forced by XLA_FLAGS share their process's cores).
-    peak = [report.measure_peak_flops()]
-    chips = jax.process_count() if jax.default_backend() == "cpu" else mesh.size
-    mfu = lambda tok_s: tok_s * report.flops_per_token(mcfg, n_params) / (peak[0] * chips)
-    lr = optim.schedule(cfg)
-    show = cfg.progress and lead
-    bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not show, leave=False)
-    say = lambda s: bar.write(s) if show else log(s)
 
-    def do_eval(k: int, full: bool) -> dict:
-        peak[0] = max(peak[0], report.measure_peak_flops())
-        nll, n_tok, n_bytes = evaluate(params, None if full else cfg.eval_batches)
+class _Progress:
+    """The bar, the metrics file, the evals and the MFU of a run (process 0 writes)."""
+
+    def __init__(self, run: _Run, start: int, resume: bool):
+        cfg = run.cfg
+        self.run, self.show = run, cfg.progress and run.lead
+        self.metrics = report.Metrics(cfg.run_dir / "metrics.jsonl", start if resume else None)
+        self.metrics = self.metrics if run.lead else _NoMetrics()
+        self.bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not self.show,
+                        leave=False)  # fmt: skip
+        # The peak is re-measured at every eval and kept at its best: on a shared machine one
+        # measurement can land in a busy moment, which would overstate the MFU. It is one
+        # device's, times the devices (CPU devices forced by XLA_FLAGS share their cores).
+        self.peak = report.measure_peak_flops()
+        cpu = jax.default_backend() == "cpu"
+        self.chips = jax.process_count() if cpu else run.mesh.size
+        self.flops = report.flops_per_token(run.model, cfg.context)
+        self.params = None  # the final params, once the loop has run
+
+    def say(self, line: str) -> None:
+        self.bar.write(line) if self.show else self.run.log(line)
+
+    def mfu(self, tok_s: float) -> float:
+        return tok_s * self.flops / (self.peak * self.chips)
+
+    def evaluate(self, params, k: int, full: bool) -> dict:
+        corpus = self.run.corpus
+        self.peak = max(self.peak, report.measure_peak_flops())
+        nll, n_tok, n_bytes = self.run.evaluate(params, None if full else self.run.cfg.eval_batches)
         r = {
             "step": k, "val_loss": nll / n_tok, "val_ppl": math.exp(min(nll / n_tok, 50)),
             "val_bpb": bits_per_byte(nll, n_bytes), "bzip2_bpb": corpus.bzip2_bpb,
             "val_tokens": n_tok,
         }  # fmt: skip
-        metrics.write(r)
-        say(
+        self.metrics.write(r)
+        self.say(
             f"eval   step {k:>6}: val loss {r['val_loss']:.4f}  ppl {r['val_ppl']:.2f}  "
             f"bits/byte {r['val_bpb']:.4f} (bzip2 -9: {corpus.bzip2_bpb:.4f})"
             + ("  [all of val]" if full else f"  [{n_tok:,} val tokens]")
         )
         return r
 
-    saved = [start] if resume else []
 
-    tok_hash = data.tokenizer_sha256(tok)
+def _save(run: _Run, k: int, params, opt_state) -> None:
+    meta = {"sampler": {"seed": run.cfg.seed, "step": k}}
+    meta |= {"tokenizer_sha256": run.corpus.tokenizer_sha256}
+    meta |= {"train": run.cfg.to_dict(), "model": run.mcfg.to_dict()}
+    run.ckpt.save(k, params, opt_state, meta)
 
-    def save(k: int) -> None:
-        meta = {"sampler": {"seed": cfg.seed, "step": k}, "tokenizer_sha256": tok_hash}
-        ckpt.save(k, params, opt_state, meta | {"train": cfg.to_dict(), "model": mcfg.to_dict()})
-        saved.append(k)
 
-    k, stopped_early = start, False
+def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, resume):
+    """The steps from ``start`` to the end (or the time budget), saving as they go; the
+    final params are saved and left in ``progress.params``. (last step, stopped early,
+    tokens/s over the steps after the first, seconds of training)."""
+    cfg, T, lr = run.cfg, run.cfg.context, optim.schedule(run.cfg)
+    k, stopped, saved = start, False, start if resume else None
+    fault = int(os.environ.get(FAULT, 0))
     t_loop, t_mark, k_mark = time.time(), None, start
     try:
         while k < cfg.steps:
-            params, opt_state, m = train_step(params, opt_state, batch(k))
+            params, opt_state, m = train_step(params, opt_state, run.batch(k))
             loss, gnorm = float(m["loss"]), float(m["grad_norm"])
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                ckpt.wait()
-                good = ckpt.latest()
-                raise Diverged(
-                    f"step {k + 1}: the loss is {loss} and the gradient norm {gnorm}; training "
-                    f"stopped. The last good checkpoint is "
-                    + (f"step {good} in {ckpt.dir}" if good is not None else "none (no save yet)")
-                    + ": lower --lr or raise --warmup_steps, then start again"
-                    + (" (or --resume)" if good is not None else "")
-                )
+                raise _diverged(run, k, loss, gnorm)
             k += 1
-            metrics.write(
+            progress.metrics.write(
                 {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
                 | {"time": round(time.time() - t_loop, 3)}
             )
-            bar.update(1)
+            if k == fault:  # a test's kill -9 at a known step, once its metrics line is out
+                os.kill(os.getpid(), signal.SIGKILL)
+            progress.bar.update(1)
             if t_mark is None:  # the first step compiled: time (and the budget) from here
                 t_mark, k_mark = time.time(), k
             elif k % cfg.log_every == 0 or k == cfg.steps:
                 tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
-                bar.set_postfix_str(f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {mfu(tok_s):.1%}")
+                progress.bar.set_postfix_str(
+                    f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {progress.mfu(tok_s):.1%}"
+                )
             if k % cfg.eval_every == 0 and k < cfg.steps:
-                do_eval(k, full=False)
+                progress.evaluate(params, k, full=False)
             if k % cfg.checkpoint_every == 0 and k < cfg.steps:
-                save(k)
+                _save(run, k, params, opt_state)
+                saved = k
             if cfg.max_minutes and k < cfg.steps and _spent(t_mark, cfg.max_minutes):
-                stopped_early = True
-                say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
+                stopped = True
+                progress.say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
                 break
     finally:
-        bar.close()
+        progress.bar.close()
     train_s = time.time() - t_loop
     tok_s = 0.0
     if t_mark is not None and k > k_mark:
         tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
-    if not saved or saved[-1] != k:
-        save(k)
-    final = do_eval(k, full=True)
-    metrics.close()
-    ckpt.wait()
-    ckpt.close()
-    if not one and cfg.sample_tokens:  # the whole params, for process 0's sample
+    if saved != k:
+        _save(run, k, params, opt_state)
+    progress.params = params
+    return k, stopped, tok_s, train_s
+
+
+def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
+    run.ckpt.wait()
+    good = run.ckpt.latest()
+    return Diverged(
+        f"step {k + 1}: the loss is {loss} and the gradient norm {gnorm}; training "
+        f"stopped. The last good checkpoint is "
+        + (f"step {good} in {run.ckpt.dir}" if good is not None else "none (no save yet)")
+        + ": lower --lr or raise --warmup_steps, then start again"
+        + (" (or --resume)" if good is not None else "")
+    )
+
+
+def _finish(run: _Run, progress: _Progress, k: int, stopped: bool, tok_s, train_s, t_start):
+    """The final eval over all of val, the loss curve, a sample and the summary."""
+    cfg, corpus, params = run.cfg, run.corpus, progress.params
+    final = progress.evaluate(params, k, full=True)
+    progress.metrics.close()
+    run.ckpt.wait()
+    run.ckpt.close()
+    if run.mesh.size > 1 and cfg.sample_tokens:  # the whole params, for process 0's sample
         params = multihost_utils.process_allgather(params, tiled=True)
     text = ""
-    if lead:
+    if run.lead:
         bytes_per_token = len(corpus.val_text.encode()) / corpus.val.size
-        report.plot_loss(
-            run_dir / "metrics.jsonl", run_dir / "loss.png", corpus.bzip2_bpb, bytes_per_token
-        )
+        metrics = cfg.run_dir / "metrics.jsonl"
+        report.plot_loss(metrics, cfg.run_dir / "loss.png", corpus.bzip2_bpb, bytes_per_token)
         prompt = cfg.prompt or corpus.val_text.lstrip().split("\n")[0]
-        text = _sample(cfg, mcfg, params, tok, prompt)
-        with atomic_open(run_dir / "sample.txt", "w") as f:
+        text = _sample(cfg, run.mcfg, params, corpus.tokenizer, prompt)
+        with atomic_open(cfg.run_dir / "sample.txt", "w") as f:
             f.write(text + "\n")
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     summary = {
-        "step": k, "steps": cfg.steps, "stopped_early": stopped_early,
+        "step": k, "steps": cfg.steps, "stopped_early": stopped,
         "val_bpb": final["val_bpb"], "val_loss": final["val_loss"], "bzip2_bpb": corpus.bzip2_bpb,
-        "tokens_per_s": tok_s, "mfu": mfu(tok_s),
+        "tokens_per_s": tok_s, "mfu": progress.mfu(tok_s),
         "train_s": train_s, "total_s": time.time() - t_start, "n_params": n_params,
-        "run_dir": str(run_dir), "sample": text,
+        "run_dir": str(cfg.run_dir), "sample": text,
     }  # fmt: skip
     verdict = "below" if final["val_bpb"] < corpus.bzip2_bpb else "NOT below"
-    log(
+    run.log(
         f"done   step {k}/{cfg.steps} in {train_s / 60:.1f} min of training "
         f"({summary['total_s'] / 60:.1f} min in all), {tok_s:,.0f} tok/s, "
         f"MFU {summary['mfu']:.1%}\n"
         f"val    {final['val_bpb']:.4f} bits/byte, {verdict} bzip2 -9's "
         f"{corpus.bzip2_bpb:.4f} on the same text\n"
-        f"saved  checkpoint {ckpt.dir / str(k)}\n"
-        f"       loss curve {run_dir / 'loss.png'}, metrics {run_dir / 'metrics.jsonl'}\n"
+        f"saved  checkpoint {run.ckpt.dir / str(k)}\n"
+        f"       loss curve {cfg.run_dir / 'loss.png'}, metrics {cfg.run_dir / 'metrics.jsonl'}\n"
         f"sample (temperature {cfg.temperature:g}):\n\n{text}\n"
     )
     return summary
@@ -315,15 +400,6 @@ def _mesh(text: str, resume: bool):
         raise MeshError(f"--mesh {text!r}: {e}{hint}") from None
 
 
-def _stepper(model, opt, compute_dtype: str, mesh=None):
-    """(train_step, init_opt): the library's jitted step on one device, the sharded one
-    (with the optimizer state initialised sharded like it) on a mesh."""
-    if mesh is None or mesh.size == 1:
-        return step.make_train_step(model, opt, compute_dtype), opt.init
-    sharded = make_sharded_step(model, opt, mesh, compute_dtype=compute_dtype)
-    return sharded, jax.jit(opt.init, out_shardings=sharded.opt_state)
-
-
 def _spent(t0: float, minutes: float) -> bool:
     """Whether the time budget is spent, by process 0's clock: every process stops at once."""
     return from_lead(time.time() - t0 > 60 * minutes)
@@ -333,65 +409,3 @@ def _show(mesh) -> str:
     sizes = " × ".join(f"{a}={k}" for a, k in mesh.shape.items())
     P = jax.process_count()
     return f"{sizes}: {mesh.size} devices, {P} process{'es' if P > 1 else ''}"
-
-
-def _size_run(cfg: TrainConfig, model, params, x, evaluate, log, mesh=None) -> TrainConfig:
-    """``cfg`` with as many steps as fit in ``max_minutes``, from a few timed steps and an eval
-    batch (the steps run on a copy, with a throwaway schedule: only the time is kept).
-    Every process takes process 0's count."""
-    probe = optim.optimizer(cfg.replace(steps=10**9))
-    train_step, init_opt = _stepper(model, probe, cfg.compute_dtype, mesh)
-    p = jax.tree.map(jnp.copy, params)  # the step donates its inputs
-    p, s, m = train_step(p, init_opt(p), x)  # compiles
-    float(m["loss"])
-    times = []
-    for _ in range(5):  # the median: one step slowed by a busy moment does not size the run
-        t = time.perf_counter()
-        p, s, m = train_step(p, s, x)
-        float(m["loss"])
-        times.append(time.perf_counter() - t)
-    t_step = sorted(times)[2]
-    evaluate(params, 1)  # compiles
-    t = time.perf_counter()
-    evaluate(params, 1)
-    t_eval = (time.perf_counter() - t) * cfg.eval_batches / cfg.eval_every  # per step
-    steps = from_lead(max(1, int(0.97 * 60 * cfg.max_minutes / (t_step + t_eval))))
-    load = os.getloadavg()[0]
-    log(
-        f"sized  {steps} steps fit in --max_minutes {cfg.max_minutes:g} ({t_step:.2f} s a "
-        f"step measured; load average {load:.1f} on {os.cpu_count()} cores)"
-    )
-    if steps < SLOW_STEPS:
-        log(
-            f"note   few steps fit: this machine is slow or busy now, so the model will be "
-            f"weak; give it more time (--max_minutes {cfg.max_minutes * SLOW_STEPS / steps:.0f})"
-            " or train when the machine is idle"
-        )
-    return cfg.replace(steps=steps, warmup_steps=min(cfg.warmup_steps, steps // 10))
-
-
-def _evaluator(eval_step, corpus: data.Corpus, T: int, b: int, mesh):
-    """evaluate(params, n_batches) → (Σ nll, #tokens, #bytes) over the val windows: all of
-    them, or ``n_batches`` batches of b windows spread evenly over the val set. Each batch
-    is split over the mesh's data × fsdp devices, as the train batches are."""
-    starts, mask = sampler.eval_windows(corpus.val.size, T)
-    offsets = np.arange(T + 1)
-    rows = (lambda a: a) if mesh.size == 1 else (lambda a: global_rows(a, mesh))
-
-    def evaluate(params, n_batches: int | None):
-        idx = np.arange(len(starts))
-        if n_batches is not None and n_batches * b < len(starts):
-            idx = np.linspace(0, len(starts) - 1, n_batches * b).round().astype(np.int64)
-        nll, n_tok, n_bytes = 0.0, 0, 0
-        for i in range(0, len(idx), b):
-            sel = idx[i : i + b]
-            pad = b - len(sel)  # a fixed batch shape compiles once: pad with masked windows
-            x = np.asarray(corpus.val[starts[sel][:, None] + offsets], np.int32)
-            msk = mask[sel]
-            x, msk = np.pad(x, ((0, pad), (0, 0))), np.pad(msk, ((0, pad), (0, 0)))
-            nll += float(eval_step(params, rows(x), rows(msk)))
-            n_tok += int(msk.sum())
-            n_bytes += int(corpus.token_bytes[x[:, 1:]][msk].sum())
-        return nll, n_tok, n_bytes
-
-    return evaluate

@@ -13,15 +13,15 @@ activations is that of one block plus the residual stream at each layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import jax
 from jax.ad_checkpoint import checkpoint_name
 
-from ..core import Map
+from ..core import Map, Wrapper
 from ..models import Config, build
+from ..models import layout as N
 
-SAVED_NAMES = ("attn", "mlp")
+SAVED_NAMES = (N.ATTN, N.MLP)
 
 
 def build_model(config: Config, remat: str = "none") -> Map:
@@ -35,35 +35,20 @@ def build_model(config: Config, remat: str = "none") -> Map:
     if remat == "names":
         model = build(config, remat=jax.checkpoint_policies.save_only_these_names(*SAVED_NAMES))
         for name in SAVED_NAMES:
-            if any(p == f"blocks.{name}" for p, _ in model.walk()):
-                model = model.replace(f"blocks.{name}", Named(model.find(f"blocks.{name}")))
+            path = N.at(N.BLOCKS, name)
+            if any(p == path for p, _ in model.walk()):
+                model = model.replace(path, Named(model.find(path)))
         return model
     raise ValueError(f"unknown remat policy {remat!r}; choose none, full, dots or names")
 
 
 @dataclass(frozen=True, repr=False)
-class Named(Map):
+class Named(Wrapper):
     """f, its output marked ``checkpoint_name(·, f.name)`` (the identity outside remat)."""
 
-    f: Map
-    namespace: ClassVar[bool] = False
-
-    name = property(lambda self: self.f.name)
-    domain = property(lambda self: self.f.domain)
-    codomain = property(lambda self: self.f.codomain)
-
-    def children(self):
-        return (self.f,)
-
-    def with_children(self, children):
-        return Named(children[0])
-
-    def spec(self):
-        return self.f.spec_in()
-
     def apply(self, params, x):
-        return checkpoint_name(self.f(self.f.own(params), x), self.name)
+        return checkpoint_name(super().apply(params, x), self.name)
 
     def forward(self, params, x):
-        y, points = self.f.trace(self.f.own(params), x)
+        y, points = super().forward(params, x)
         return checkpoint_name(y, self.name), points

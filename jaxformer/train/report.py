@@ -1,10 +1,12 @@
 """What a run reports: metrics lines, throughput and MFU, the loss curve.
 
-    MFU = (6 N + 12 L T d) · tokens/s / peak FLOP/s
+    MFU = 3 F(T) · tokens/s / peak FLOP/s
 
-6N counts the matmuls of forward and backward per token for N parameters (PaLM,
-appendix B), 12·L·T·d the attention scores and mixing; the peak is measured once
-at startup as the best of a few f32 1024³ matmuls on this machine.
+F(T) is the forward pass's FLOPs per token at the training length T, as ``describe``
+counts them from each map's term (the one source of FLOP counts); the backward pass
+costs about twice the forward, hence 3F (PaLM, appendix B, counts the same matmuls
+as 6N + 12·L·T·d). The peak is the best of a few timed f32 1024³ matmuls on this
+machine.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..models import Config
-from .atomic import atomic_open
+from ..atomic import atomic_open
+from ..core import Map
+from ..describe import chain
 
 _matmul = jax.jit(jnp.matmul)
 
@@ -37,8 +40,9 @@ def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def flops_per_token(c: Config, n_params: int) -> float:
-    return 6 * n_params + 12 * c.n_layers * c.context * c.n_heads * c.d_head
+def flops_per_token(model: Map, T: int) -> float:
+    """Training FLOPs per token at sequence length T: 3× the forward pass's (``describe``)."""
+    return 3.0 * chain(model, T).flops
 
 
 class Metrics:

@@ -12,17 +12,15 @@ is f32). θ and s are donated: the update reuses their buffers.
 
     eval_step: (θ, x_BT1, mask_BT) ↦ Σ mask · nll   (nats, float32)
 
-On CPU the train step unrolls the scan over layers (see ``unrolled``), and importing
-this module makes glibc keep the memory XLA frees (see ``_keep_freed_memory``): the
+On CPU the train step unrolls the scan over layers (see ``unrolled``), and the
+training entry points make glibc keep the memory XLA frees (``process.py``): the
 two together make a CPU step about 25% faster; the norms' closed-form VJP
 (``jaxformer.layers.norm``) another 5–8%. ``scripts/bench_train.py`` measures it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -30,30 +28,6 @@ import optax
 
 from ..core import Map, Repeat
 from . import loss as L
-
-
-def _keep_freed_memory() -> None:
-    """Make glibc malloc reuse the memory XLA frees instead of returning it to the OS.
-
-    XLA:CPU allocates each step's scratch buffer (hundreds of MB) afresh from one of its
-    threads; glibc serves a block that large from a new mmap and unmaps it on free, so
-    every step page-faults and zeroes it again (~15% of a CPU step). With one arena, no
-    mmap and no trimming, the next step gets the same pages back. It must run before
-    JAX's threads first allocate, hence at import; elsewhere than glibc it does nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-    mallopt(M_ARENA_MAX, 1)
-    mallopt(M_MMAP_MAX, 0)
-    mallopt(M_TRIM_THRESHOLD, -1)  # never trim: a medium model's scratch exceeds any int limit
-
-
-_keep_freed_memory()
 
 
 def unrolled(model: Map) -> Map:

@@ -35,17 +35,20 @@ def pure_attention_only():
 CONFIGS = {
     "gpt2": dict(family="gpt2"),
     "gpt2_attn": dict(family="gpt2", attn_only=True, tied=False),
+    "gpt2_gqa": dict(family="gpt2", n_kv_heads=2),  # grouped query heads with value biases
     "llama": dict(family="llama", n_kv_heads=2, d_mlp=24, rope_theta=500.0),
     "llama_attn": dict(family="llama", attn_only=True, tied=True, n_kv_heads=2),
 }
 
 
+def config(kind) -> Config:
+    """The config of a named kind ("pure" has none: ``pure_attention_only``)."""
+    base = dict(vocab_size=V, context=CTX, n_layers=L, d_model=D, n_heads=H, init_std=0.3)
+    return Config(**(base | CONFIGS[kind]))
+
+
 @functools.cache
 def make(kind):
     """(model, params) of a named kind, params perturbed."""
-    if kind == "pure":
-        m = pure_attention_only()
-    else:
-        base = dict(vocab_size=V, context=CTX, n_layers=L, d_model=D, n_heads=H, init_std=0.3)
-        m = build(Config(**(base | CONFIGS[kind])))
+    m = pure_attention_only() if kind == "pure" else build(config(kind))
     return m, noisy(m.init(jax.random.key(0)))

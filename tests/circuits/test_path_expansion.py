@@ -1,30 +1,41 @@
 """Path expansion: each labelled term recomputed by hand (numpy, float64) from the weights
-and the traced patterns and norm scales; the terms sum to the logits and the scores."""
+and the patterns and norm scales of the numpy forward pass; the terms sum to the logits
+and the scores."""
+
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from circuit_models import TOKENS, make
+import reference
+from circuit_models import TOKENS, config, make
 from frozen_reference import Frozen
 
 from jaxformer.circuits import group, logit_terms, order, score_terms, source, stream_terms
-from jaxformer.layers import rope_angles
+
+# the papers' toy model (``pure_attention_only``): no norms, learned positions
+PURE = SimpleNamespace(family="gpt2", positional="learned", norm_eps=None)
 
 EXACT = 1e-10  # float64, patterns and scales frozen
+ROPE = 1e-7  # scores under RoPE: the code's angles are float32 (rope_angles), numpy's float64
 F32 = 2e-4  # against the model's own float32 forward pass
 
 
 def setup(kind):
-    """(model, params, f32 logits, f32 points, numpy reference)."""
+    """(model, params, f32 logits, points, numpy reference): the points (patterns, norm
+    scales, MLP outputs) and RoPE's angles i·θ^(−2j/k) are numpy's own, from
+    ``reference.forward``; both the circuits code and the reference read those points."""
     m, p = make(kind)
-    y, points = jax.jit(m.trace)(p, jnp.asarray(TOKENS))
-    attn = m.find("blocks.attn")
+    y = jax.jit(m)(p, jnp.asarray(TOKENS))
+    c = PURE if kind == "pure" else config(kind)
+    points = {}
+    want = reference.forward(p, TOKENS, c, points=points)
+    np.testing.assert_allclose(y, want, atol=F32)  # the model is the numpy forward pass
     angles = None
-    if attn.rope_theta is not None:
-        angles = np.asarray(rope_angles(jnp.arange(len(TOKENS)), attn.k, attn.rope_theta))
-    ref = Frozen(p, TOKENS, jax.tree.map(np.asarray, points), angles)
-    return m, p, np.asarray(y), points, ref
+    if c.positional == "rope":
+        angles = reference.rope_angles(len(TOKENS), c.d_head, c.rope_theta)
+    return m, p, np.asarray(y), points, Frozen(p, TOKENS, points, angles)
 
 
 def in_f64(fn, m, p, points, *args):
@@ -77,8 +88,9 @@ def test_score_terms_split_the_scores_by_composition(kind):
     for l in range(2):
         terms = in_f64(score_terms, m, p, points, l)
         want = ref.score_terms(l)
+        tol = EXACT if ref.angles is None else ROPE
         for k in ("direct", "Q", "K", "QK"):
-            np.testing.assert_allclose(terms[k], want[k], atol=EXACT, rtol=0, err_msg=k)
+            np.testing.assert_allclose(terms[k], want[k], atol=tol, rtol=0, err_msg=k)
         traced = np.asarray(points["blocks"]["attn.scores"][l])
         np.testing.assert_allclose(sum(terms.values())[:, causal], traced[:, causal], atol=F32)
         if l == 0:  # nothing has been written before the first block

@@ -144,7 +144,8 @@ def test_repeat_scan_equals_unrolled_and_explicit_loop():
     # remat changes memory, not the function or its gradient
     rr = repeat(f, 3, name="layers", remat=True)
     loss = lambda m: lambda q: jnp.sum(m(q, x) ** 2)
-    chex.assert_trees_all_close(jax.grad(loss(r))(p), jax.grad(loss(rr))(p), atol=1e-6)
+    # (recomputation reorders float sums: equal to rounding, ~1e-6 relative)
+    chex.assert_trees_all_close(jax.grad(loss(r))(p), jax.grad(loss(rr))(p), rtol=1e-5, atol=1e-5)
 
 
 def test_trace_of_repeat_is_stacked():

@@ -42,7 +42,8 @@ def test_config_file_formats_and_T(tmp_path, capsys):
 
 
 def test_hugging_face_config(tmp_path, capsys):
-    pytest.importorskip("jaxformer.interop.hf_config")
+    import jaxformer.interop.hf_config  # noqa: F401  (ours: an ImportError is a failure)
+
     hf = {"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 768,
           "n_layer": 12, "n_head": 12, "activation_function": "gelu_new",
           "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True}  # fmt: skip

@@ -21,6 +21,34 @@ PUBLISHED = {
 }
 
 
+def closed_form(c) -> int:
+    """The parameter count from the config alone (the layers' shapes, written out):
+    gpt2  V·d (+ d·V untied) + T·d + L·(2d + 4d² + 4d  [+ 2d + 2dm + m + d]) + 2d
+    llama V·d (+ d·V untied) + L·(d + 2d·Hk + 2d·Gk  [+ d + 3dm]) + d
+    (the brackets: the MLP and its norm, absent when attention-only)."""
+    V, T, L, d, m = c.vocab_size, c.context, c.n_layers, c.d_model, c.d_mlp
+    Hk, Gk = c.n_heads * c.d_head, c.n_kv_heads * c.d_head
+    embed = V * d * (1 if c.tied else 2)
+    if c.family == "gpt2":
+        attn = 2 * d + 2 * d * Hk + 2 * d * Gk + (2 * Hk + Gk + d) * c.bias  # ln1, W, b
+        mlp = 0 if c.attn_only else 2 * d + 2 * d * m + (m + d) * c.bias
+        return embed + T * d + L * (attn + mlp) + 2 * d
+    attn = d + 2 * d * Hk + 2 * d * Gk
+    mlp = 0 if c.attn_only else d + 3 * d * m
+    return embed + L * (attn + mlp) + d
+
+
+# The presets without a published size, by hand from closed_form.
+CLOSED_FORM = {
+    # 2048·256 + 256·256 + 4·(2·256 + 4·256² + 4·256 + 2·256 + 2·256·1024 + 1024 + 256) + 2·256
+    "shakespeare-small": 3_749_376,
+    # 50257·512 + 2048·512 + 2·(2·512 + 4·512² + 4·512) + 2·512
+    "toy-attn-only": 28_884_480,
+    # 2·32000·256 + 4·(256 + 2·256·256 + 2·256·64 + 256 + 3·256·768) + 256
+    "llama-tiny": 19_400_960,
+}
+
+
 def pytree_size(model) -> int:
     """The number of parameters ``model.init`` makes, without materialising them."""
     return sum(x.size for x in jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0))))
@@ -37,6 +65,12 @@ def leaf_rows(c):
     return out
 
 
+def test_every_preset_has_an_independent_count():
+    assert set(PUBLISHED) | set(CLOSED_FORM) == set(PRESETS)
+    for name, n in (PUBLISHED | CLOSED_FORM).items():  # the formula meets the papers too
+        assert closed_form(PRESETS[name]) == n, name
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_counts_its_pytree(name):
     model = build(PRESETS[name])
@@ -44,8 +78,7 @@ def test_every_preset_counts_its_pytree(name):
     assert c.count == pytree_size(model)
     # the rows add up to the total: each leaf once per copy, tied parameters once
     assert sum(r.count * n for r, n in leaf_rows(c)) == c.count
-    if name in PUBLISHED:
-        assert c.count == PUBLISHED[name]
+    assert c.count == (PUBLISHED | CLOSED_FORM)[name]  # what the model cards or the shapes say
 
 
 def test_gpt2_small_rows():

@@ -57,13 +57,17 @@ def test_cached_decode_equals_recompute_of_the_prefix(family, kw):
 
 def test_cached_decode_follows_the_composite_not_the_family():
     """A block without an MLP, sinusoidal positions, no final norm, GQA, untied: the
-    cached composite walks whatever composite it is given (here the full model is the
-    reference; it is causal, so its row i is the recompute of the prefix t[:i+1])."""
+    cached composite walks whatever composite it is given. At every position, the numpy
+    forward pass of the prefix (``reference.forward`` reads that layout off the params)."""
     c = config(
         "gpt2", attn_only=True, positional="sinusoidal", final_norm=False, tied=False, n_kv_heads=2
     )
     p, t, got = decoded(c)
-    np.testing.assert_allclose(got, build(c)(p, jnp.asarray(t)), **TOL)
+    assert "mlp" not in p["blocks"] and "ln_f" not in p and not p["pos"]  # as described
+    for i in range(CTX):
+        want = ref.forward(p, t[: i + 1], c)[-1]
+        np.testing.assert_allclose(got[i], want, **TOL, err_msg=f"pos {i}")
+    np.testing.assert_allclose(got, build(c)(p, jnp.asarray(t)), **TOL)  # and the full pass
 
 
 def test_cache_holds_only_the_kv_heads_stacked_over_layers():

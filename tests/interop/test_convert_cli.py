@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jaxformer.cli import main  # noqa: E402
-from jaxformer.interop import config_of, from_hf  # noqa: E402
+from jaxformer.interop import from_hf  # noqa: E402
 from jaxformer.tokenizer import Tokenizer  # noqa: E402
 
 V = 300
@@ -50,7 +50,7 @@ def test_convert_a_run_to_hf(gpt2, tmp_path, capsys):
     """A run holding the imported GPT-2 exports to the same transformers model."""
     hf, root, tok = gpt2
     model, params = from_hf(root / "hf")
-    write_run(tmp_path / "run", config_of(model), params, tok)
+    write_run(tmp_path / "run", model.config, params, tok)
     out = tmp_path / "hf"
     assert main(["convert", "--to-hf", str(tmp_path / "run"), "--out", str(out)]) == 0
 

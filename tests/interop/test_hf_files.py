@@ -121,7 +121,7 @@ def test_missing_and_extra_tensors(ckpt):
 
 def test_unsupported_model_type_and_fields(ckpt):
     edit_config(ckpt, model_type="bert")
-    msg = r"model_type='bert' is not supported.*\['gpt2', 'llama'\]"
+    msg = r"model_type='bert' is not supported.*gpt2 \(GPT2LMHeadModel\), llama"
     with pytest.raises(ValueError, match=msg):
         from_hf(ckpt)
     gpt2 = dict(model_type="gpt2", n_embd=8, n_head=2)

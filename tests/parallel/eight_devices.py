@@ -15,9 +15,10 @@ import jax
 import numpy as np
 
 from jaxformer import Config, build
-from jaxformer.parallel import global_batch, init_state, make_mesh, make_sharded_step
+from jaxformer.parallel import global_batch, init_state, make_mesh
 from jaxformer.train.config import TrainConfig
 from jaxformer.train.optim import optimizer
+from jaxformer.train.sharded import make_sharded_step
 from jaxformer.train.step import make_train_step
 
 STEPS = 2

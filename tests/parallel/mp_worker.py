@@ -62,7 +62,9 @@ def sharded_run(a, model, opt, key, tokens, report, BatchSampler):
     i, n = par.data_shard(mesh)
     sampler = BatchSampler(tokens.size, T, B, seed=0, process_index=i, process_count=n)
     params, opt_state = par.init_state(model, opt, key, mesh)
-    step = par.make_sharded_step(model, opt, mesh)
+    from jaxformer.train.sharded import make_sharded_step
+
+    step = make_sharded_step(model, opt, mesh)
     for k in range(STEPS):
         local = sampler.batch(tokens, k).reshape(M, B // (n * M), T + 1)
         params, opt_state, m = step(params, opt_state, par.global_batch(local, mesh))

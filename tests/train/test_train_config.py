@@ -42,7 +42,7 @@ def test_bad_settings_name_the_key_and_the_fix(overrides, words):
 def test_default_preset_sizes_the_run_to_its_time_budget(monkeypatch):
     from types import SimpleNamespace
 
-    from jaxformer.train import loop
+    from jaxformer.train import budget, step
 
     cfg = TrainConfig.preset("default")
     assert cfg.steps == 0 and cfg.max_minutes == 10
@@ -55,11 +55,11 @@ def test_default_preset_sizes_the_run_to_its_time_budget(monkeypatch):
         tick(0.1)
         return p, s, {"loss": 1.0}
 
-    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock.t))
-    monkeypatch.setattr(loop.step, "make_train_step", lambda *a: fake_step)
-    monkeypatch.setattr(loop.optim, "optimizer", lambda c: SimpleNamespace(init=id))
+    monkeypatch.setattr(budget, "time", SimpleNamespace(perf_counter=lambda: clock.t))
+    monkeypatch.setattr(step, "make_train_step", lambda *a: fake_step)
+    monkeypatch.setattr(budget.optim, "optimizer", lambda c: SimpleNamespace(init=id))
     evaluate = lambda params, n: tick(0.2)  # one eval batch: 0.2 s
-    sized = loop._size_run(cfg.replace(max_minutes=1.0), None, {}, None, evaluate, print)
+    sized = budget.size_run(cfg.replace(max_minutes=1.0), None, {}, None, evaluate, print)
     # 0.1 s a step + 8 eval batches of 0.2 s per 250 steps = 0.1064 s: 97% of 60 s fits 546
     assert sized.steps == 546 and sized.warmup_steps == 54
 

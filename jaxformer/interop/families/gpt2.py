@@ -1,4 +1,4 @@
-"""GPT-2 weights: HF ``GPT2LMHeadModel`` ↔ jaxformer ``family="gpt2"``.
+"""GPT-2: HF ``GPT2LMHeadModel`` ↔ jaxformer ``family="gpt2"``, its config and its weights.
 
 HF GPT-2 uses ``Conv1D``, which computes ``x @ W + b`` with W stored [in, out]
 (the transpose of ``nn.Linear``), so most matrices map without a transpose.
@@ -25,12 +25,89 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.positional import sinusoid_table
-from ..models import Config
-from .mapping import Checkpoint, merge_heads, split_heads, stack, unstack
+from ...layers.positional import sinusoid_table
+from ...models import Config
+from ..hf_config import common_fields, make_config, reject
+from ..mapping import Checkpoint, merge_heads, split_heads, stack, unstack
 
+MODEL_TYPE, FAMILY = "gpt2", "gpt2"
+ARCHITECTURE = "GPT2LMHeadModel"
 PREFIX = "transformer."
 IGNORE = r"(^|\.)attn\.(bias|masked_bias)$"
+
+
+# HF activation_function → jaxformer activation. gelu_new and gelu_pytorch_tanh
+# are both the tanh approximation 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).
+GPT2_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+_TO_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+
+
+def config_from_hf(hf: dict, where: str) -> Config:
+    """The jaxformer ``Config`` of an HF GPT-2 ``config.json``."""
+    for field, ok, why in (
+        ("scale_attn_weights", True, "jaxformer always scales the scores by 1/√k"),
+        ("scale_attn_by_inverse_layer_idx", False, "jaxformer does not scale by 1/(layer+1)"),
+        ("add_cross_attention", False, "jaxformer is decoder-only"),
+    ):
+        if hf.get(field, ok) != ok:
+            raise reject(where, field, hf[field], why)
+    # reorder_and_upcast_attn only changes the order of operations in half precision;
+    # the function is the same, so it is accepted.
+    act = hf.get("activation_function", "gelu_new")
+    if act not in GPT2_ACTIVATIONS:
+        raise reject(where, "activation_function", act, f"choose one of {list(GPT2_ACTIVATIONS)}")
+    d = hf.get("n_embd", 768)
+    return make_config(
+        where,
+        family="gpt2",
+        vocab_size=hf.get("vocab_size", 50257),
+        context=hf.get("n_positions", 1024),
+        n_layers=hf.get("n_layer", 12),
+        d_model=d,
+        n_heads=hf.get("n_head", 12),
+        d_mlp=hf.get("n_inner") or 4 * d,
+        activation=GPT2_ACTIVATIONS[act],
+        positional="learned",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        tied=hf.get("tie_word_embeddings", True),
+        bias=True,
+        init_std=hf.get("initializer_range") or 0.02,
+    )
+
+
+def config_to_hf(c: Config) -> dict:
+    """The HF ``config.json`` of ``c``; fails naming the field GPT-2 cannot express."""
+    if c.norm != "layernorm":
+        raise ValueError(f"to_hf: GPT-2 normalises with LayerNorm, got norm={c.norm!r}")
+    if c.n_kv_heads != c.n_heads or c.d_head * c.n_heads != c.d_model:
+        raise ValueError(
+            f"to_hf: GPT-2 needs n_kv_heads = n_heads and d_head = d_model/n_heads, got "
+            f"n_kv_heads={c.n_kv_heads}, d_head={c.d_head} (d_model={c.d_model}, "
+            f"n_heads={c.n_heads})"
+        )
+    return dict(
+        architectures=["GPT2LMHeadModel"],
+        model_type="gpt2",
+        n_positions=c.context,
+        n_embd=c.d_model,
+        n_layer=c.n_layers,
+        n_head=c.n_heads,
+        n_inner=c.d_mlp,
+        activation_function=_TO_HF_ACTIVATION[c.activation],
+        layer_norm_epsilon=c.norm_eps,
+        attn_pdrop=0.0,  # jaxformer has no dropout: the HF model computes the same function
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+        scale_attn_weights=True,
+        **common_fields(c),
+    )
 
 
 def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:

@@ -1,4 +1,4 @@
-"""LLaMA weights: HF ``LlamaForCausalLM`` ↔ jaxformer ``family="llama"``.
+"""LLaMA: HF ``LlamaForCausalLM`` ↔ jaxformer ``family="llama"``, its config and its weights.
 
 HF stores ``nn.Linear`` weights [out, in] and computes ``x @ Wᵀ``, so every
 projection is transposed. Per layer ``l`` (HF names under ``model.``; H query
@@ -27,11 +27,68 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models import Config
-from .mapping import Checkpoint, merge_heads, split_heads, stack, unstack
+from ...models import Config
+from ..hf_config import common_fields, make_config, reject, rope_theta
+from ..mapping import Checkpoint, merge_heads, split_heads, stack, unstack
 
+MODEL_TYPE, FAMILY = "llama", "llama"
+ARCHITECTURE = "LlamaForCausalLM"
 PREFIX = "model."
 IGNORE = r"\.rotary_emb\.inv_freq$"
+
+
+def config_from_hf(hf: dict, where: str) -> Config:
+    """The jaxformer ``Config`` of an HF LLaMA ``config.json``."""
+    if hf.get("hidden_act", "silu") != "silu":
+        raise reject(where, "hidden_act", hf["hidden_act"], "LLaMA's SwiGLU uses silu")
+    if hf.get("mlp_bias", False):
+        raise reject(where, "mlp_bias", True, "jaxformer's SwiGLU has no biases")
+    theta = rope_theta(hf, where)
+    d, H = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    return make_config(
+        where,
+        family="llama",
+        vocab_size=hf.get("vocab_size", 32000),
+        context=hf.get("max_position_embeddings", 2048),
+        n_layers=hf.get("num_hidden_layers", 32),
+        d_model=d,
+        n_heads=H,
+        n_kv_heads=hf.get("num_key_value_heads") or H,
+        d_head=hf.get("head_dim") or d // H,
+        d_mlp=hf.get("intermediate_size", 11008),
+        positional="rope",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(theta),
+        tied=hf.get("tie_word_embeddings", False),
+        bias=hf.get("attention_bias", False),  # on q, k, v and o: jaxformer's b_Q, b_K, b_V, b_O
+        init_std=hf.get("initializer_range") or 0.02,
+    )
+
+
+def config_to_hf(c: Config) -> dict:
+    """The HF ``config.json`` of ``c``; fails naming the field LLaMA cannot express."""
+    if c.norm != "rmsnorm":
+        raise ValueError(f"to_hf: LLaMA normalises with RMSNorm, got norm={c.norm!r}")
+    return dict(
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        max_position_embeddings=c.context,
+        hidden_size=c.d_model,
+        num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads,
+        num_key_value_heads=c.n_kv_heads,
+        head_dim=c.d_head,
+        intermediate_size=c.d_mlp,
+        hidden_act="silu",
+        rms_norm_eps=c.norm_eps,
+        # transformers ≥ 5 reads rope_parameters, older versions the top-level rope_theta.
+        rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+        rope_theta=c.rope_theta,
+        attention_bias=c.bias,
+        attention_dropout=0.0,
+        mlp_bias=False,
+        **common_fields(c),
+    )
 
 
 def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:

@@ -1,4 +1,4 @@
-"""The library's train step, on a mesh.
+"""The library's train step, on a mesh (the sharding itself is ``jaxformer.parallel``).
 
     step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm})       the same map as train.step
 
@@ -20,11 +20,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from ..core import Map
-from ..train.step import make_train_step, unrolled
-from . import init as I
-from . import rules as R
-from .batch import check_batch
-from .pin import pin_for_mesh
+from ..parallel import init as I
+from ..parallel import rules as R
+from ..parallel.batch import check_batch
+from ..parallel.pin import pin_for_mesh
+from . import step as S
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def make_sharded_step(
     opt_state = I.abstract_opt_state(optimizer, params)
     shard = lambda tree: jax.tree.map(lambda a: a.sharding, tree)
     # unroll (CPU) before pinning: the pinned wrapper hides the Repeat from ``unrolled``
-    step = make_train_step(pin_for_mesh(unrolled(model), mesh, rules), optimizer, compute_dtype)
+    step = S.make_train_step(pin_for_mesh(S.unrolled(model), mesh, rules), optimizer, compute_dtype)
     batch = R.batch_sharding(mesh)
     fn = jax.jit(
         step,
@@ -66,3 +66,12 @@ def make_sharded_step(
         donate_argnums=(0, 1),
     )
     return ShardedStep(fn, mesh, shard(params), shard(opt_state), batch)
+
+
+def stepper(model, opt, compute_dtype: str, mesh=None):
+    """(train_step, init_opt): the library's jitted step on one device, the sharded one
+    (with the optimizer state initialised sharded like it) on a mesh."""
+    if mesh is None or mesh.size == 1:
+        return S.make_train_step(model, opt, compute_dtype), opt.init
+    sharded = make_sharded_step(model, opt, mesh, compute_dtype=compute_dtype)
+    return sharded, jax.jit(opt.init, out_shardings=sharded.opt_state)

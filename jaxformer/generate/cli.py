@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .train.checkpoint import load_for_inference
+    from ..rundir import load_for_inference
 
     try:
         if not args.prompt:
@@ -64,9 +64,9 @@ def sample(
     200, or as many as the context leaves after the prompt if that is fewer."""
     import jax
 
-    from .generate import generate
-    from .models import build
-    from .tokenizer import ENDOFTEXT
+    from ..models import build
+    from ..tokenizer import ENDOFTEXT
+    from .loop import generate
 
     if not prompt:
         raise ValueError("the prompt is empty; give the text to continue")

@@ -1,0 +1,93 @@
+"""The common parts families compose, each a map named as ``layout.py`` says.
+
+    stem(c)    P ∘ E              V^T → R^{T×d}      (P: learned or sinusoidal, if any)
+    layers(c)  B^L                R^{T×d} → R^{T×d}  (the family's block, repeated)
+    head(c)    U ∘ N_f            R^{T×d} → R^{T×V}
+    pre_norm(c, attn, mlp, norm)  B = (id + M ∘ N_2) ∘ (id + A ∘ N_1)
+
+and the layers read off the config: ``attention``, ``mlp``, ``swiglu``, ``norm``
+(``c.norm``: "layernorm" or "rmsnorm").
+Initial scale: N(0, init_std²), and the writes into the residual stream (W_O, W_out)
+N(0, (init_std / √(2L))²), GPT-2's scaling.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..core import Map, compose, repeat, residual, tokenwise
+from ..layers import (
+    MLP,
+    Attention,
+    Embedding,
+    LayerNorm,
+    LearnedPositions,
+    RMSNorm,
+    SinusoidalPositions,
+    SwiGLU,
+    Unembedding,
+)
+from . import layout as N
+from .config import Config
+
+
+def out_std(c: Config) -> float:
+    return c.init_std / math.sqrt(2 * c.n_layers)
+
+
+def attention(c: Config, **changes) -> Attention:
+    """Causal multi-head (grouped-query) attention, RoPE when ``c.positional == "rope"``."""
+    kw = dict(
+        d=c.d_model, H=c.n_heads, k=c.d_head, G=c.n_kv_heads, causal=True, bias=c.bias,
+        rope_theta=c.rope_theta if c.positional == "rope" else None,
+        std=c.init_std, out_std=out_std(c), name=N.ATTN,
+    )  # fmt: skip
+    return Attention(**(kw | changes))
+
+
+def mlp(c: Config, activation: str | None = None) -> MLP:
+    """φ(x W_in + b_in) W_out + b_out, φ = ``c.activation``."""
+    act = activation or c.activation
+    return MLP(c.d_model, c.d_mlp, act, c.bias, c.init_std, out_std(c), name=N.MLP)
+
+
+def swiglu(c: Config) -> SwiGLU:
+    return SwiGLU(c.d_model, c.d_mlp, c.init_std, out_std(c), name=N.MLP)
+
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+def norm(c: Config, name: str) -> Map:
+    """The config's norm (``c.norm``) named ``name``, lifted to the sequence."""
+    return tokenwise(NORMS[c.norm](c.d_model, c.norm_eps, name=name))
+
+
+def pre_norm(c: Config, attn: Map, token_mlp: Map) -> Map:
+    """(id + M ∘ N_2) ∘ (id + A ∘ N_1); without an MLP (``c.attn_only``) id + A ∘ N_1.
+    ``token_mlp`` acts on one token (R^d → R^d)."""
+    attn_branch = residual(compose(attn, norm(c, N.LN1)), name=N.RESID_MID)
+    if c.attn_only:
+        return attn_branch
+    mlp_branch = residual(compose(tokenwise(token_mlp), norm(c, N.LN2)), name=N.RESID_POST)
+    return compose(mlp_branch, attn_branch, name="block")
+
+
+def stem(c: Config) -> Map:
+    """E, then the positions added to the stream (learned, sinusoidal; none with RoPE)."""
+    embed = Embedding(c.vocab_size, c.d_model, c.context, std=c.init_std, name=N.EMBED)
+    if c.positional == "learned":
+        return compose(LearnedPositions(c.context, c.d_model, std=c.init_std, name=N.POS), embed)
+    if c.positional == "sinusoidal":
+        return compose(SinusoidalPositions(c.context, c.d_model, name=N.POS), embed)
+    return embed
+
+
+def layers(c: Config, block: Map, remat=None) -> Map:
+    return repeat(block, c.n_layers, name=N.BLOCKS, remat=remat)
+
+
+def head(c: Config) -> Map:
+    """U ∘ N_f (or U alone without ``c.final_norm``)."""
+    unembed = Unembedding(c.d_model, c.vocab_size, std=c.init_std, name=N.UNEMBED)
+    return compose(unembed, norm(c, N.LN_F)) if c.final_norm else unembed
