@@ -70,6 +70,14 @@ class Anatomy:
         pos = parts["pos"]
         if pos is not None and not isinstance(pos, (LearnedPositions, SinusoidalPositions)):
             raise ValueError(f"{model.name}: unknown positional map {pos!r}")
+        block = dict(parts["blocks"].walk())
+        if parts["mlp"] is not None and not any(p.endswith(N.RESID_MID) for p in block):
+            raise ValueError(
+                f"{model.name}: its blocks add attention and MLP in parallel "
+                "(x + A(N₁x) + M(N₂x)): the MLP does not read the attention's write, so the "
+                "circuits' path expansion, patching and attribution (which follow "
+                "resid_mid) do not apply"
+            )
         return cls(**parts, tied=any(isinstance(m, Tie) for _, m in maps(model)))
 
     @property

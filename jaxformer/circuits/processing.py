@@ -167,8 +167,10 @@ def fold_value_biases(model: Map, params: Params) -> tuple[Map, Params]:
     if not a.attn.bias:
         return model, params
     p = params["blocks"]["attn"]
-    b_V = jnp.repeat(p["b_V"], a.attn.H // a.attn.kv_heads, axis=1)  # [L, H, k]
-    b_O = p["b_O"] + jnp.einsum("lhk,lhkd->ld", b_V, p["W_O"])
+    if not a.attn.has_out_bias:  # q, k, v biases only (Qwen2): b_O switched on, from zero
+        model = model.replace("blocks.attn", dataclasses.replace(a.attn, out_bias=True))
+    b_V = a.attn.expand_kv(p["b_V"].swapaxes(0, 1)).swapaxes(0, 1)  # [L, G, k] → [L, H, k]
+    b_O = p.get("b_O", 0.0) + jnp.einsum("lhk,lhkd->ld", b_V, p["W_O"])
     return model, _with(params, "blocks/attn", b_O=b_O, b_V=jnp.zeros_like(p["b_V"]))
 
 

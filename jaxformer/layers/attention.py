@@ -5,8 +5,18 @@
 
 R^{T×d} → R^{T×d}. Shapes: W_Q [H,d,k], W_K [G,d,k], W_V [G,d,k], W_O [H,k,d]
 (G = H without grouping; with GQA, query head h reads key/value head
-g(h) = h // (H/G)). With ``rope_theta`` set, q and k are rotated (RoPE) before
-the scores. The scores, the softmax and the pattern are computed in float32.
+g(h) = h // (H/G)). The scores, the softmax and the pattern are computed in float32.
+
+The variants of the model zoo are fields, each off by default:
+
+    bias / out_bias   b_Q, b_K, b_V / b_O (Qwen2: the first without the second)
+    qk_norm           q, k ↦ RMSNorm(q), RMSNorm(k) before RoPE: per head over k ("head":
+                      Qwen3, Gemma 3) or over all heads at once ("all": OLMo 2); γ_Q, γ_K
+    rope_theta        q, k rotated (RoPE); ``rotary_dim`` < k rotates only the first
+                      rotary_dim coordinates of each head (GPT-NeoX, Phi: partial rotary)
+    scale             the scores' factor (default 1/√k; Gemma 2: query_pre_attn_scalar^-½)
+    softcap           s ↦ c·tanh(s/c) before the mask (Gemma 2)
+    window            a sliding window: the query at i sees the keys j with i − window < j ≤ i
 
 Computed batched over heads with einsum; ``heads``, ``W_QK`` and ``W_OV`` give
 the per-head terms that the circuits module reads.
@@ -35,6 +45,13 @@ class Attention(Map):
     std: float = 0.02
     out_std: float | None = None
     name: str = "attn"
+    out_bias: bool | None = None  # None: as ``bias``
+    qk_norm: str | None = None  # None | "head" | "all"
+    qk_norm_eps: float = 1e-6
+    rotary_dim: int | None = None  # None: the whole head (k)
+    scale: float | None = None  # None: 1/√k
+    softcap: float | None = None
+    window: int | None = None
 
     def __post_init__(self):
         G = self.kv_heads
@@ -45,10 +62,26 @@ class Attention(Map):
                 f"{self.name}: H={self.H} query heads cannot share G={G} key/value heads; "
                 "choose G dividing H"
             )
-        if self.rope_theta is not None and self.k % 2:
-            raise ValueError(f"{self.name}: RoPE needs an even head dimension, got k={self.k}")
+        if self.rope_theta is not None and self.rotary % 2:
+            raise ValueError(
+                f"{self.name}: RoPE needs an even head (rotary) dimension, got {self.rotary}"
+            )
+        if not 0 < self.rotary <= self.k:
+            raise ValueError(
+                f"{self.name}: rotary_dim={self.rotary_dim} must be in [1, k={self.k}]"
+            )
+        if self.qk_norm not in (None, "head", "all"):
+            raise ValueError(
+                f"{self.name}: qk_norm must be None, 'head' or 'all', got {self.qk_norm!r}"
+            )
+        for what in ("window", "softcap", "scale"):
+            v = getattr(self, what)
+            if v is not None and not v > 0:
+                raise ValueError(f"{self.name}: {what}={v!r} must be positive (or None)")
 
     kv_heads = property(lambda self: self.G or self.H)
+    rotary = property(lambda self: self.rotary_dim or self.k)
+    has_out_bias = property(lambda self: self.bias if self.out_bias is None else self.out_bias)
     domain = property(lambda self: Real("T", self.d))
     codomain = property(lambda self: Real("T", self.d))
 
@@ -62,7 +95,17 @@ class Attention(Map):
         }
         if self.bias:
             p |= {"b_Q": Param((H, k), ("H", "k")), "b_K": Param((G, k), ("G", "k"))}
-            p |= {"b_V": Param((G, k), ("G", "k")), "b_O": Param((d,), ("d",))}
+            p |= {"b_V": Param((G, k), ("G", "k"))}
+        if self.has_out_bias:
+            p |= {"b_O": Param((d,), ("d",))}
+        if self.qk_norm == "head":
+            p |= {
+                "gamma_Q": Param((k,), ("k",), fill=1.0),
+                "gamma_K": Param((k,), ("k",), fill=1.0),
+            }
+        elif self.qk_norm == "all":
+            p |= {"gamma_Q": Param((H, k), ("H", "k"), fill=1.0)}
+            p |= {"gamma_K": Param((G, k), ("G", "k"), fill=1.0)}
         return p
 
     # -- the pieces ----------------------------------------------------------
@@ -75,18 +118,46 @@ class Attention(Map):
             return y + params[b].astype(dt)[:, None, :] if self.bias else y
 
         q, k, v = proj("W_Q", "b_Q"), proj("W_K", "b_K"), proj("W_V", "b_V")
+        if self.qk_norm is not None:
+            q, k = self._qk_norm(q, params["gamma_Q"]), self._qk_norm(k, params["gamma_K"])
         if self.rope_theta is not None:
             pos = jnp.arange(x_Td.shape[0]) if positions is None else positions
-            q, k = rope(q, pos, self.rope_theta), rope(k, pos, self.rope_theta)
+            q, k = self._rope(q, pos), self._rope(k, pos)
         return q, k, v
 
+    def _qk_norm(self, x_HTk, gamma):
+        """RMSNorm of each head's vector (over k), or of all heads' at once (over H·k)."""
+        x = x_HTk.astype(jnp.float32)
+        axes = (-1,) if self.qk_norm == "head" else (0, -1)
+        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axes, keepdims=True) + self.qk_norm_eps)
+        g = gamma if self.qk_norm == "head" else gamma[:, None, :]
+        return (x * g).astype(x_HTk.dtype)
+
+    def _rope(self, x_HTk, positions):
+        r = self.rotary
+        if r == self.k:
+            return rope(x_HTk, positions, self.rope_theta)
+        turned = rope(x_HTk[..., :r], positions, self.rope_theta)
+        return jnp.concatenate([turned, x_HTk[..., r:]], axis=-1)
+
     def scores(self, q_HTk, k_GSk):
-        """q^h k^{g(h)}ᵀ / √k, float32.   [H,T,k] × [G,S,k] → [H,T,S]."""
+        """q^h k^{g(h)}ᵀ / √k (or · scale), soft-capped if asked, float32.
+        [H,T,k] × [G,S,k] → [H,T,S]."""
         H, T, _ = q_HTk.shape
         G = k_GSk.shape[0]
         q = q_HTk.reshape(G, H // G, T, self.k)
         s = jnp.einsum("grtk,gsk->grts", q, k_GSk, preferred_element_type=jnp.float32)
-        return s.reshape(H, T, -1) / jnp.sqrt(jnp.float32(self.k))
+        s = s.reshape(H, T, -1) * jnp.float32(self.scale or 1 / self.k**0.5)
+        if self.softcap is not None:
+            s = self.softcap * jnp.tanh(s / self.softcap)
+        return s
+
+    def visible(self, q_pos, k_pos):
+        """[T, S] bool: the key at k_pos is seen from the query at q_pos (causal, window)."""
+        seen = k_pos[None, :] <= q_pos[:, None] if self.causal else True
+        if self.window is not None:
+            seen = seen & (k_pos[None, :] > q_pos[:, None] - self.window)
+        return jnp.broadcast_to(seen, (q_pos.shape[0], k_pos.shape[0]))
 
     def mix(self, A_HTS, v_GSk):
         """z^h = A^h v^{g(h)}.   [H,T,S] × [G,S,k] → [H,T,k]."""
@@ -98,14 +169,14 @@ class Attention(Map):
     def out(self, params, z_HTk):
         """Σ_h z^h W_O^h + b_O.   [H,T,k] → [T,d]."""
         y = jnp.einsum("htk,hkd->td", z_HTk, params["W_O"].astype(z_HTk.dtype))
-        return y + params["b_O"].astype(y.dtype) if self.bias else y
+        return y + params["b_O"].astype(y.dtype) if self.has_out_bias else y
 
     def forward(self, params, x_Td):
         q, k, v = self.qkv(params, x_Td)
         s = self.scores(q, k)
-        if self.causal:
-            T = x_Td.shape[0]
-            s = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s, -jnp.inf)
+        if self.causal or self.window is not None:
+            i = jnp.arange(x_Td.shape[0])
+            s = jnp.where(self.visible(i, i), s, -jnp.inf)
         A = jax.nn.softmax(s, axis=-1)
         z = self.mix(A, v)
         y = self.out(params, z)
@@ -139,57 +210,82 @@ class Attention(Map):
         cache = {"k": write(cache["k"], k_GTk), "v": write(cache["v"], v_GTk)}
         K_GSk, V_GSk = cache["k"][tuple(layer)], cache["v"][tuple(layer)]
         s_HTS = self.scores(q_HTk, K_GSk.astype(q_HTk.dtype))
-        seen_TS = jnp.arange(K_GSk.shape[1])[None, :] <= positions[:, None]
+        seen_TS = self.visible(positions, jnp.arange(K_GSk.shape[1]))
         A_HTS = jax.nn.softmax(jnp.where(seen_TS, s_HTS, -jnp.inf), axis=-1)
         return self.out(params, self.mix(A_HTS, V_GSk.astype(x_Td.dtype))), cache
 
     # -- its term, for describe --------------------------------------------------------------
     def term(self, T, x):
-        H, G, k, d = self.H, self.kv_heads, self.k, self.d
+        H, G, k, d, r = self.H, self.kv_heads, self.k, self.d, self.rotary
         g = "h" if G == H else "g(h)"
         head = lambda s: g if s in "KV" else "h"
         bias = lambda s: f" + b_{s}^{head(s)}" if self.bias else ""
         tbias = lambda s: rf" + b_{s}^{{{head(s)}}}" if self.bias else ""
         qkv = [f"{x} W_{s}^{head(s)}{bias(s)}" for s in "QKV"]
         tqkv = [rf"{x} W_{s}^{{{head(s)}}}{tbias(s)}" for s in "QKV"]
+        if self.qk_norm is not None:
+            qkv[:2] = [f"N_{s}({p})" for s, p in zip("QK", qkv[:2])]
+            tqkv[:2] = [rf"N_{s}({p})" for s, p in zip("QK", tqkv[:2])]
         if self.rope_theta is not None:
             qkv[:2] = [f"R({p})" for p in qkv[:2]]
             tqkv[:2] = [rf"R({p})" for p in tqkv[:2]]
-        mask, tmask = ("causal(", r"\mathrm{causal}(") if self.causal else ("", "")
-        close = ")" if self.causal else ""
-        b_O = " + b_O" if self.bias else ""
+        masked = self.causal or self.window is not None
+        mask, tmask = (
+            ("mask(", r"\mathrm{mask}(") if self.window else ("causal(", r"\mathrm{causal}(")
+        )
+        mask, tmask, close = (mask, tmask, ")") if masked else ("", "", "")
+        by, tby = (f" / √{k}", rf" / \sqrt{{{k}}}") if self.scale is None else (
+            f" · {self.scale:g}", rf" \cdot {self.scale:g}")  # fmt: skip
+        cap, tcap, end = ("cap(", r"\mathrm{cap}(", ")") if self.softcap else ("", "", "")
+        b_O = " + b_O" if self.has_out_bias else ""
         text = [
             f"{x} ↦ Σ_(h=1..{H}) A^h v^h W_O^h{b_O}",
-            f"A^h = softmax({mask}q^h k^hᵀ / √{k}{close})",
+            f"A^h = softmax({mask}{cap}q^h k^hᵀ{by}{end}{close})",
             f"q^h = {qkv[0]},  k^h = {qkv[1]},  v^h = {qkv[2]}",
         ]
         tex = [
             rf"{x} \mapsto \sum_{{h=1}}^{{{H}}} A^h v^h W_O^h{b_O}",
-            rf"A^h = \mathrm{{softmax}}({tmask}q^h {{k^h}}^\top / \sqrt{{{k}}}{close})",
+            rf"A^h = \mathrm{{softmax}}({tmask}{tcap}q^h {{k^h}}^\top{tby}{end}{close})",
             rf"q^h = {tqkv[0]},\ k^h = {tqkv[1]},\ v^h = {tqkv[2]}",
         ]
-        if self.causal:
+        if self.window is not None:
+            w = self.window
+            text.append(f"mask(s)_ij = s_ij if i − {w} < j ≤ i, else −∞  (a sliding window)")
+            tex.append(rf"\mathrm{{mask}}(s)_{{ij}} = s_{{ij}}\ (i - {w} < j \leq i),\ -\infty")
+        elif self.causal:
             text.append("causal(s)_ij = s_ij if j ≤ i, else −∞")
             tex.append(r"\mathrm{causal}(s)_{ij} = s_{ij}\ (j \leq i),\ -\infty\ (j > i)")
+        if self.softcap is not None:
+            c = self.softcap
+            text.append(f"cap(s) = {c:g} · tanh(s / {c:g})")
+            tex.append(rf"\mathrm{{cap}}(s) = {c:g} \tanh(s / {c:g})")
         if G != H:
             text.append(f"g(h) = ⌈h / {H // G}⌉  ({G} key/value heads shared by {H} query heads)")
             tex.append(rf"g(h) = \lceil h / {H // G} \rceil")
+        if self.qk_norm is not None:
+            over = "each head's k coordinates" if self.qk_norm == "head" else "all heads together"
+            text.append(f"N_Q, N_K: RMSNorm (γ_Q, γ_K, ε = {self.qk_norm_eps:g}) over {over}")
+            tex.append(r"N_Q, N_K:\ \mathrm{RMSNorm}_{\gamma_Q}, \mathrm{RMSNorm}_{\gamma_K}")
         if self.rope_theta is not None:
+            part = "" if r == k else f" (the first {r} of the {k} coordinates; the rest pass)"
             text.append(
-                f"R (RoPE): at position i, rotate (u_j, u_(j+{k // 2})) by the angle "
-                f"i·{self.rope_theta:g}^(−2j/{k});  i, j counted from 0"
+                f"R (RoPE): at position i, rotate (u_j, u_(j+{r // 2})) by the angle "
+                f"i·{self.rope_theta:g}^(−2j/{r});  i, j counted from 0{part}"
             )
             tex.append(
-                rf"R:\ (u_j, u_{{j+{k // 2}}}) \mapsto \mathrm{{rot}}_{{i\,\theta^{{-2j/{k}}}}}"
-                rf"(u_j, u_{{j+{k // 2}}}),\ \theta = {self.rope_theta:g}"
+                rf"R:\ (u_j, u_{{j+{r // 2}}}) \mapsto \mathrm{{rot}}_{{i\,\theta^{{-2j/{r}}}}}"
+                rf"(u_j, u_{{j+{r // 2}}}),\ \theta = {self.rope_theta:g}"
             )
-        # Attention computes all T×T scores: the causal mask is applied, not exploited.
+        # Attention computes all T×T scores: the mask (causal, window) is applied, not exploited.
         flops = (
             2 * d * k * (2 * H + 2 * G)  # the projections W_Q, W_K, W_V and W_O
             + 4 * H * T * k  # the scores q kᵀ and the mix A v, over all T keys
-            + H * T * (5 + self.causal)  # 1/√k, softmax (max, subtract, sum, divide), the mask
-            + ((H + 2 * G) * k + d if self.bias else 0)
-            + (3 * (H + G) * k if self.rope_theta is not None else 0)  # two products and a sum
+            + H * T * (5 + masked + (self.window is not None))  # scale, softmax (4), the mask
+            + 2 * H * T * (self.softcap is not None)  # s / c and c · tanh
+            + ((H + 2 * G) * k if self.bias else 0)
+            + (d if self.has_out_bias else 0)
+            + (4 * (H + G) * k if self.qk_norm else 0)  # square, mean, scale, γ
+            + (3 * (H + G) * r if self.rope_theta is not None else 0)  # two products and a sum
         )
         return Term(tuple(text), tuple(tex), flops)
 
@@ -204,7 +300,14 @@ class Attention(Map):
         return jnp.repeat(W_G, self.H // self.kv_heads, axis=0)
 
     def W_QK(self, params):
-        """W_Q^h W_K^hᵀ.   [H, d, d]: the bilinear form of head h's scores (before 1/√k)."""
+        """W_Q^h W_K^hᵀ.   [H, d, d]: the bilinear form of head h's scores (before 1/√k and
+        RoPE's rotation, which a partial rotary applies to the first rotary_dim coordinates
+        only). With QK-norm the scores are no bilinear form of the stream: refused."""
+        if self.qk_norm is not None:
+            raise ValueError(
+                f"{self.name}: with qk_norm={self.qk_norm!r} the scores normalise q and k, so "
+                "they are not a bilinear form x W_QK yᵀ of the stream; W_QK does not exist"
+            )
         return jnp.einsum("hdk,hek->hde", params["W_Q"], self.expand_kv(params["W_K"]))
 
     def W_OV(self, params):

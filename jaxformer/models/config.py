@@ -31,8 +31,13 @@ class Config:
     norm: str | None = None  # "layernorm" | "rmsnorm"
     norm_eps: float | None = None
     rope_theta: float = 10000.0
+    rotary_fraction: float = 1.0  # RoPE on the first ⌊fraction · d_head⌋ of each head
     tied: bool | None = None
-    bias: bool | None = None
+    bias: bool | None = None  # b_Q, b_K, b_V (and b_O, b_in, b_out unless out_bias says)
+    out_bias: bool | None = None  # b_O alone; None: as bias
+    qk_norm: str | None = None  # RMSNorm of q, k: "head" (over k) or "all" (over H·k)
+    sliding_window: int | None = None  # the query at i sees keys j > i − window
+    parallel_residual: bool = False  # x + A(N₁x) + M(N₂x) instead of two residual steps
     attn_only: bool = False  # no MLPs (the circuits papers' toy models)
     final_norm: bool = True
     init_std: float = 0.02
@@ -59,7 +64,12 @@ class Config:
         for k, v in later.items():
             if getattr(self, k) is None:
                 self._set(k, v(self))
-        unset = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
+        optional = ("out_bias", "qk_norm", "sliding_window")  # None is a value: off, or as bias
+        unset = [
+            f.name
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is None and f.name not in optional
+        ]
         if unset:
             raise ValueError(f"Config: family {self.family!r} gives no default for {unset}")
         if self.n_heads % self.n_kv_heads:
@@ -71,7 +81,19 @@ class Config:
             raise ValueError(f"Config.norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.norm_eps <= 0 or self.rope_theta <= 0 or self.init_std <= 0:
             raise ValueError("Config: norm_eps, rope_theta and init_std must be positive")
+        if not 0 < self.rotary_fraction <= 1 or self.rotary_dim % 2:
+            raise ValueError(
+                f"Config.rotary_fraction={self.rotary_fraction} must lie in (0, 1] and rotate an "
+                f"even number of coordinates (got {self.rotary_dim} of d_head={self.d_head})"
+            )
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"Config.sliding_window must be ≥ 1, got {self.sliding_window}")
         fam.check(self)
+
+    @property
+    def rotary_dim(self) -> int:
+        """The coordinates of each head that RoPE rotates: ⌊rotary_fraction · d_head⌋."""
+        return int(self.d_head * self.rotary_fraction)
 
     def _set(self, k: str, v) -> None:
         object.__setattr__(self, k, v)

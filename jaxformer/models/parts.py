@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from ..core import Map, compose, repeat, residual, tokenwise
+from ..core import Map, compose, parallel, repeat, residual, tokenwise
 from ..layers import (
     MLP,
     Attention,
@@ -37,10 +37,12 @@ def out_std(c: Config) -> float:
 
 def attention(c: Config, **changes) -> Attention:
     """Causal multi-head (grouped-query) attention, RoPE when ``c.positional == "rope"``."""
+    rope = c.positional == "rope"
     kw = dict(
         d=c.d_model, H=c.n_heads, k=c.d_head, G=c.n_kv_heads, causal=True, bias=c.bias,
-        rope_theta=c.rope_theta if c.positional == "rope" else None,
-        std=c.init_std, out_std=out_std(c), name=N.ATTN,
+        rope_theta=c.rope_theta if rope else None, std=c.init_std, out_std=out_std(c),
+        name=N.ATTN, out_bias=c.out_bias, qk_norm=c.qk_norm, qk_norm_eps=c.norm_eps,
+        rotary_dim=c.rotary_dim if rope else None, window=c.sliding_window,
     )  # fmt: skip
     return Attention(**(kw | changes))
 
@@ -64,13 +66,17 @@ def norm(c: Config, name: str) -> Map:
 
 
 def pre_norm(c: Config, attn: Map, token_mlp: Map) -> Map:
-    """(id + M ∘ N_2) ∘ (id + A ∘ N_1); without an MLP (``c.attn_only``) id + A ∘ N_1.
-    ``token_mlp`` acts on one token (R^d → R^d)."""
-    attn_branch = residual(compose(attn, norm(c, N.LN1)), name=N.RESID_MID)
+    """(id + M ∘ N_2) ∘ (id + A ∘ N_1), or with ``c.parallel_residual`` id + A ∘ N_1 + M ∘ N_2
+    (GPT-NeoX, GPT-J: both read the block's input); without an MLP (``c.attn_only``)
+    id + A ∘ N_1. ``token_mlp`` acts on one token (R^d → R^d)."""
+    attn_read = compose(attn, norm(c, N.LN1))
     if c.attn_only:
-        return attn_branch
-    mlp_branch = residual(compose(tokenwise(token_mlp), norm(c, N.LN2)), name=N.RESID_POST)
-    return compose(mlp_branch, attn_branch, name="block")
+        return residual(attn_read, name=N.RESID_MID)
+    mlp_read = compose(tokenwise(token_mlp), norm(c, N.LN2))
+    if c.parallel_residual:
+        return residual(parallel(attn_read, mlp_read), name=N.RESID_POST)
+    mlp_branch = residual(mlp_read, name=N.RESID_POST)
+    return compose(mlp_branch, residual(attn_read, name=N.RESID_MID), name="block")
 
 
 def stem(c: Config) -> Map:

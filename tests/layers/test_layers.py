@@ -187,7 +187,7 @@ def test_per_head_circuit_matrices():
 def test_bad_layer_configs_raise():
     with pytest.raises(ValueError, match="G=3"):
         Attention(d=8, H=4, k=2, G=3)
-    with pytest.raises(ValueError, match="even head dimension"):
+    with pytest.raises(ValueError, match="even head"):
         Attention(d=8, H=4, k=3, rope_theta=1e4)
     with pytest.raises(ValueError, match="unknown activation"):
         MLP(4, 8, "swish!")

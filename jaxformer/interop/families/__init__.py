@@ -1,16 +1,19 @@
 """The HF mapping of each family, one file each under the family's name: its config
 (``config_from_hf``, ``config_to_hf``) and its weights (``params_from_hf``,
 ``params_to_hf``), with the HF ``MODEL_TYPE``, ``ARCHITECTURE``, tensor ``PREFIX`` and
-the buffers to ``IGNORE``. A new family adds its file and its line below."""
+the buffers to ``IGNORE``. Every module in this package is one: a new family is its file."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from types import ModuleType
 
 from ...models import Config
-from . import gpt2, llama
 
-MAPPINGS: tuple[ModuleType, ...] = (gpt2, llama)
+MAPPINGS: tuple[ModuleType, ...] = tuple(
+    importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)
+)
 MODEL_TYPES = {m.MODEL_TYPE: m for m in MAPPINGS}
 BY_FAMILY = {m.FAMILY: m for m in MAPPINGS}
 

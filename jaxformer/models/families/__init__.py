@@ -1,5 +1,9 @@
-"""The families, one file each; importing this package registers them all."""
+"""The families, one file each: importing this package registers every module in it, so
+a new family is its file alone."""
 
-from . import gpt2, llama
+import importlib
+import pkgutil
 
-__all__ = ["gpt2", "llama"]
+__all__ = sorted(m.name for m in pkgutil.iter_modules(__path__))
+for _name in __all__:
+    importlib.import_module(f"{__name__}.{_name}")
