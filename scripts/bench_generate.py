@@ -6,7 +6,8 @@
      (one token = the model run on the 512-token prefix);
   3. greedy tokens/s of ``jaxformer.generate`` against transformers' ``generate``
      (PyTorch, ``--torch-threads``, ``use_cache=True``) on the same weights, written with
-     ``jaxformer.interop.to_hf`` and checked to give the same logits.
+     ``jaxformer.interop.to_hf``. Before any time is printed the two models are checked to
+     be one: max |Δ logits| ≤ 1e-4 on the prompt and the same greedy ids; else it stops.
 
     .venv/bin/python scripts/bench_generate.py                 # GPT-2-shaped, d=256 L=4
     .venv/bin/python scripts/bench_generate.py --d-model 768 --n-layers 12 --n-heads 12  # 124M
@@ -29,7 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer import Config, build
-from jaxformer.generate import decode_step, empty_cache, generate, untie
+from jaxformer.core import untie
+from jaxformer.generate import decode_step, empty_cache, generate
+
+MAX_LOGIT_DIFF = 1e-4  # float32 on both sides
 
 
 def parse() -> argparse.Namespace:
@@ -89,18 +93,13 @@ def recompute_latency(model, params, T: int, repeats: int) -> float:
     return best_time(lambda: full(params, tokens).block_until_ready(), repeats)
 
 
-def ours_tokens_per_s(model, params, prompt, n, repeats):
-    t0 = time.perf_counter()
-    out = np.asarray(generate(model, params, prompt, n, temperature=0))
-    compile_s = time.perf_counter() - t0  # the first call: compile and one run
+def ours_tokens_per_s(model, params, prompt, n, repeats) -> float:
     run = lambda: generate(model, params, prompt, n, temperature=0).block_until_ready()
-    return n / best_time(run, repeats), compile_s, out
+    return n / best_time(run, repeats)
 
 
-def hf_tokens_per_s(model, params, prompt, n, repeats, threads: list[int]):
-    """transformers' greedy ``generate`` on the same weights: ({threads: tokens/s}, the
-    largest logit difference on the prompt, its new ids)."""
-    import torch
+def hf_model(model, params):
+    """transformers' model of the same weights, written by ``to_hf`` and read back."""
     from transformers import AutoModelForCausalLM
 
     from jaxformer.interop import to_hf
@@ -108,17 +107,54 @@ def hf_tokens_per_s(model, params, prompt, n, repeats, threads: list[int]):
     with tempfile.TemporaryDirectory() as d:
         to_hf(model, params, d, overwrite=True)
         hf = AutoModelForCausalLM.from_pretrained(d).eval()
+    hf.generation_config.eos_token_id = None  # n tokens, as ours (no stop token)
+    return hf
+
+
+def hf_generate(hf, prompt, n):
+    """The closure of transformers' greedy ``generate`` of n tokens after ``prompt``."""
+    import torch
+
     ids = torch.tensor([prompt])
+    kw = dict(do_sample=False, max_new_tokens=n, use_cache=True)
+    return lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+
+
+def check_same_model(model, params, hf, prompt, n) -> float:
+    """Stop unless transformers' model is ours: the prompt's logits within MAX_LOGIT_DIFF
+    and the same n greedy ids (a broken export would otherwise be timed as if it were).
+    Returns the seconds of our first ``generate``: its compile and one run."""
+    import torch
+
+    with torch.no_grad():
+        theirs = hf(torch.tensor([prompt])).logits[0].numpy()
+        hf_ids = hf_generate(hf, prompt, n)()[0, len(prompt) :].numpy()
+    diff = float(np.abs(theirs - np.asarray(model(params, jnp.asarray(prompt)))).max())
+    t0 = time.perf_counter()
+    ours_ids = np.asarray(generate(model, params, prompt, n, temperature=0))
+    compile_s = time.perf_counter() - t0
+    same = int(np.cumprod(ours_ids == hf_ids).sum()) if len(hf_ids) == n else 0
+    line = f"same weights: max |logit diff| {diff:.1e} on the prompt; {same}/{n} same greedy ids"
+    print(line)
+    if not (diff <= MAX_LOGIT_DIFF and same == n):
+        sys.exit(
+            f"the transformers model is not jaxformer's (at most {MAX_LOGIT_DIFF:g}, all "
+            f"ids): not timing it"
+        )
+    return compile_s
+
+
+def hf_tokens_per_s(hf, prompt, n, repeats, threads: list[int]) -> dict:
+    """transformers' greedy ``generate`` on the same weights: {threads: tokens/s}."""
+    import torch
+
+    run = hf_generate(hf, prompt, n)
     tps = {}
     with torch.no_grad():
-        diff = np.abs(hf(ids).logits[0].numpy() - np.asarray(model(params, jnp.asarray(prompt))))
-        kw = dict(do_sample=False, max_new_tokens=n, use_cache=True)
-        run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), **kw)
-        out = run()[0, len(prompt) :].numpy()
         for t in threads:
             torch.set_num_threads(t)
             tps[t] = n / best_time(run, repeats)
-    return tps, float(diff.max()), out
+    return tps
 
 
 def main() -> int:
@@ -137,6 +173,11 @@ def main() -> int:
         f"jax {jax.__version__}, torch threads {args.torch_threads}; load average {load[0]:.1f} "
         f"on {os.cpu_count()} CPUs"
     )
+    prompt = (np.arange(args.prompt_len) * 7 % c.vocab_size).tolist()
+    n = args.new_tokens
+    hf = hf_model(model, params)
+    compile_s = check_same_model(model, params, hf, prompt, n)  # before any time is printed
+
     positions = [p for p in (16, 256, 512, 1024) if p + 32 <= c.context]
     lat = decode_latency(model, params, c.context, positions, args.repeats)
     print(f"\n1. cached decode, 32 steps from each position, cache of {c.context} slots")
@@ -150,16 +191,12 @@ def main() -> int:
     print(f"   recompute the prefix {rec * 1e3:8.2f}")
     print(f"   cached decode step   {lat[T] * 1e3:8.2f}   speedup {rec / lat[T]:.1f}x")
 
-    prompt = (np.arange(args.prompt_len) * 7 % c.vocab_size).tolist()
-    n = args.new_tokens
-    ours, compile_s, ours_ids = ours_tokens_per_s(model, params, prompt, n, args.repeats)
-    hf, diff, hf_ids = hf_tokens_per_s(model, params, prompt, n, args.repeats, args.torch_threads)
-    same = int(np.cumprod(ours_ids == hf_ids).sum())
+    ours = ours_tokens_per_s(model, params, prompt, n, args.repeats)
+    theirs = hf_tokens_per_s(hf, prompt, n, args.repeats, args.torch_threads)
     print(f"\n3. greedy generate, prompt {args.prompt_len} tokens + {n} new (tokens/s, best)")
     print(f"   jaxformer.generate              {ours:8.1f}   (compile: {compile_s:.1f} s)")
-    for t, tps in hf.items():
+    for t, tps in theirs.items():
         print(f"   transformers, torch {t} thread(s) {tps:8.1f}   speedup {ours / tps:.1f}x")
-    print(f"   (same weights: max |logit diff| {diff:.1e} on the prompt; {same}/{n} same ids)")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -8,8 +8,16 @@ L=8 H=8 d=512 T=512. For each, ``jaxformer.train.step.make_train_step`` (the lib
 step: clipping, AdamW with decay on W_* only) and the same model and optimizer written in
 PyTorch eager below (pre-LN blocks, tied embeddings, GELU tanh, SDPA, 2 threads): medians
 of ms/step after warm-up, tokens/s, MFU, and the ratios. PyTorch runs in processes of its
-own, twice: as a PyTorch user runs it, and with the glibc malloc settings that importing
-``jaxformer.train.step`` applies to the jaxformer process (they speed PyTorch up too).
+own, twice: as a PyTorch user runs it, and with the glibc malloc settings that
+``jaxformer.train.process.keep_freed_memory`` applies to the jaxformer process (they speed
+PyTorch up too).
+
+The two are first shown to be one model: the PyTorch processes load jaxformer's initial
+weights and its batch, and the first step's loss and gradient norm must agree (to 1e-4 and
+1e-3, relative) before anything is timed. Then the implementations take turns, in rounds
+(jaxformer, PyTorch, PyTorch tuned; again; …), so that a load that drifts during the run
+weighs on all of them alike; each round gives a ratio per pair, and their median is the
+ratio reported.
 
     model FLOPs = 3 × the forward's matmul FLOPs = 6·N·tokens + 12·L·T·H·k·tokens
     (N = the matmul parameters, the tied unembedding included; the attention counted over
@@ -31,7 +39,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -84,20 +94,56 @@ class JaxStep:
         self.state = opt.init(self.params)
         rng = np.random.default_rng(0)
         self.batch = jnp.asarray(rng.integers(0, V, (1, B, T + 1)), jnp.int32)
+        self.initial = jax.tree.map(np.asarray, self.params)  # before the step donates them
         t = time.perf_counter()
         step = S.make_train_step(model, opt, "float32")
         self.compiled = step.lower(self.params, self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - t
         self.xla_flops = flops_of(self.compiled)
 
-    def __call__(self):
+    def first_step(self) -> dict:
+        """The first step's loss and gradient norm (on the initial weights)."""
+        return {k: float(v) for k, v in self.step().items()}
+
+    def step(self):
         self.params, self.state, m = self.compiled(self.params, self.state, self.batch)
-        jax.block_until_ready(m)
+        return jax.block_until_ready(m)
+
+    def __call__(self):
+        self.step()
+
+
+def torch_weights(params) -> dict[str, np.ndarray]:
+    """jaxformer's gpt2 params as the state dict of ``torch_step``'s GPT (same function)."""
+    b = params["blocks"]
+    L, H, d, k = b["attn"]["W_Q"].shape
+    heads = lambda W: W.transpose(1, 0, 2).reshape(d, H * k)  # [H, d, k] → [d, H·k]
+    sd = {"W_E.weight": params["embed"]["W_E"], "W_pos.weight": params["pos"]["W_pos"]}
+    sd |= {"ln_f.weight": params["ln_f"]["gamma"], "ln_f.bias": params["ln_f"]["beta"]}
+    for l in range(L):
+        a, m = ({n: w[l] for n, w in b[x].items()} for x in ("attn", "mlp"))
+        qkv = [heads(a[f"W_{n}"]) for n in "QKV"]
+        sd |= {  # nn.Linear keeps its weight as [out, in]
+            f"blocks.{l}.qkv.weight": np.concatenate(qkv, 1).T,
+            f"blocks.{l}.qkv.bias": np.concatenate([a[f"b_{n}"].reshape(-1) for n in "QKV"]),
+            f"blocks.{l}.out.weight": a["W_O"].reshape(H * k, d).T,
+            f"blocks.{l}.out.bias": a["b_O"],
+            f"blocks.{l}.w_in.weight": m["W_in"].T, f"blocks.{l}.w_in.bias": m["b_in"],
+            f"blocks.{l}.w_out.weight": m["W_out"].T, f"blocks.{l}.w_out.bias": m["b_out"],
+        }  # fmt: skip
+        for n in ("ln1", "ln2"):
+            sd |= {
+                f"blocks.{l}.{n}.weight": b[n]["gamma"][l],
+                f"blocks.{l}.{n}.bias": b[n]["beta"][l],
+            }
+    return {n: np.ascontiguousarray(w) for n, w in sd.items()}
 
 
 # -- the PyTorch eager reference -----------------------------------------------------------
-def torch_step(c: Config, T: int, threads: int):
-    """One step of the same model and optimizer in PyTorch eager, as a closure."""
+def torch_step(c: Config, T: int, threads: int, shared: Path | None = None):
+    """One step of the same model and optimizer in PyTorch eager, as a closure returning
+    the loss and the gradient norm. ``shared``: an .npz of jaxformer's weights
+    (``torch_weights``) and its batch, to start from instead of PyTorch's own."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -134,76 +180,143 @@ def torch_step(c: Config, T: int, threads: int):
             return self.ln_f(x) @ self.W_E.weight.T  # tied unembedding
 
     model = GPT()
+    rng = np.random.default_rng(0)
+    w = torch.as_tensor(rng.integers(0, V, (B, T + 1)))
+    if shared is not None:
+        with np.load(shared) as f:
+            model.load_state_dict({n: torch.as_tensor(f[n]) for n in f.files if n != "batch"})
+            w = torch.as_tensor(f["batch"].astype(np.int64))
     matrices = [p for p in model.parameters() if p.ndim == 2]
     others = [p for p in model.parameters() if p.ndim != 2]
     groups = [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95))
-    rng = np.random.default_rng(0)
-    w = torch.as_tensor(rng.integers(0, V, (B, T + 1)))
     x, y = w[:, :-1], w[:, 1:]
 
     def step():
         loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        return {"loss": loss.item(), "grad_norm": norm.item()}
 
     return step
 
 
 # -- timing ------------------------------------------------------------------------------
-def time_alternately(fns: dict, steps: int, warmup: int, per_round: int = 2) -> dict:
-    """Seconds per call of each fn, timed in alternating rounds (fair under drifting load)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(max(1, steps // per_round)):
-        for name, fn in fns.items():
-            for _ in range(per_round):
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    return times
+def timed(fn, k: int) -> list[float]:
+    """Seconds of each of k calls of ``fn``."""
+    out = []
+    for _ in range(k):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
 
 
-# glibc's spelling of what jaxformer.train.step sets with mallopt: one arena, no mmap, no trim
+# glibc's spelling of what keep_freed_memory sets with mallopt: one arena, no mmap, no trim
 TUNED_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=" + (
     str(2**63)
 )
 
 
-def torch_alone(name: str, args, tuned_malloc: bool) -> list[float]:
-    """Seconds per PyTorch step, timed in a fresh process (default or tuned malloc)."""
-    env = dict(os.environ)  # a GLIBC_TUNABLES given to this run applies to every process
-    if tuned_malloc:
-        env["GLIBC_TUNABLES"] = ":".join(filter(None, [TUNED_MALLOC, env.get("GLIBC_TUNABLES")]))
-    cmd = [sys.executable, __file__, "--torch-child", name, "--steps", str(args.steps)]
-    cmd += ["--warmup", str(args.warmup), "--torch-threads", str(args.torch_threads)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+class TorchProcess:
+    """The PyTorch reference in a process of its own (default or tuned malloc), started on
+    jaxformer's weights and batch and driven over a pipe: ``first_step()`` once, then
+    ``times(k)`` when its turn comes (it waits, idle, while the others run)."""
+
+    def __init__(self, name: str, args, shared: Path, tuned_malloc: bool):
+        env = dict(os.environ)  # a GLIBC_TUNABLES given to this run applies to every process
+        if tuned_malloc:
+            tunables = [TUNED_MALLOC, env.get("GLIBC_TUNABLES")]
+            env["GLIBC_TUNABLES"] = ":".join(filter(None, tunables))
+        cmd = [sys.executable, __file__, "--torch-child", name, "--shared", str(shared)]
+        cmd += ["--torch-threads", str(args.torch_threads)]
+        pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.p = subprocess.Popen(cmd, env=env, **pipes)
+
+    def ask(self, line: str):
+        self.p.stdin.write(line + "\n")
+        reply = self.p.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the PyTorch process ended (exit {self.p.wait()})")
+        return json.loads(reply)
+
+    def first_step(self) -> dict:
+        return self.ask("first")
+
+    def times(self, k: int) -> list[float]:
+        return self.ask(f"time {k}")
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait()
 
 
-def bench_config(name: str, args, peak: float) -> list[tuple]:
+def torch_child(name: str, shared: Path, threads: int) -> None:
+    """The PyTorch side of ``TorchProcess``: one JSON line per request on stdin."""
+    c = config(name)
+    step = torch_step(c, c.context, threads, shared)
+    for line in sys.stdin:
+        cmd, *arg = line.split()
+        out = step() if cmd == "first" else timed(step, int(arg[0]))
+        print(json.dumps(out), flush=True)
+
+
+def check_same_model(first: dict[str, dict]) -> None:
+    """Stop unless every implementation's first step on the shared weights has jaxformer's
+    loss (to 1e-4) and gradient norm (to 1e-3, relative): else the timings compare two
+    different models."""
+    ours = first["jaxformer"]
+    for impl, m in first.items():
+        print(f"  first step, {impl:22} loss {m['loss']:.6f}  grad norm {m['grad_norm']:.6f}")
+    for impl, m in first.items():
+        for key, rtol in (("loss", 1e-4), ("grad_norm", 1e-3)):
+            if not abs(m[key] - ours[key]) <= rtol * abs(ours[key]):
+                sys.exit(f"{impl}'s first-step {key} {m[key]} is not jaxformer's {ours[key]}: "
+                         "the PyTorch model is not the same model; not timing it")  # fmt: skip
+
+
+def bench_config(name: str, args, peak: float) -> tuple[list[tuple], dict]:
     c = config(name)
     T = c.context
     jx = JaxStep(c, T)
-    times = time_alternately({"jaxformer": jx}, args.steps, args.warmup)
+    first = {"jaxformer": jx.first_step()}
+    procs = []
     if not args.no_torch:
-        times["pytorch eager"] = torch_alone(name, args, tuned_malloc=False)
-        times["pytorch, tuned malloc"] = torch_alone(name, args, tuned_malloc=True)
+        shared = Path(tempfile.mkdtemp()) / "shared.npz"
+        np.savez(shared, batch=np.asarray(jx.batch[0]), **torch_weights(jx.initial))
+        for impl, tuned in (("pytorch eager", False), ("pytorch, tuned malloc", True)):
+            procs.append((impl, TorchProcess(name, args, shared, tuned)))
+        first |= {impl: proc.first_step() for impl, proc in procs}
+        shared.unlink()
+        shared.parent.rmdir()
+    print(f"{name}: the same model on the same weights?")
+    check_same_model(first)
+    runs = {"jaxformer": lambda k: timed(jx, k)} | {impl: p.times for impl, p in procs}
+    for run in runs.values():  # warm-up
+        run(args.warmup)
+    per_round = 2
+    rounds = [{impl: run(per_round) for impl, run in runs.items()}  # each in turn, each round
+              for _ in range(max(1, args.steps // per_round))]  # fmt: skip
+    for _, proc in procs:
+        proc.close()
+    times = {impl: [t for r in rounds for t in r[impl]] for impl in runs}
+    # jaxformer / PyTorch per round: the ratio of their speeds, measured side by side
+    ratios = {impl: [statistics.median(r[impl]) / statistics.median(r["jaxformer"])
+                     for r in rounds] for impl in runs if impl != "jaxformer"}  # fmt: skip
     flops = model_flops(c, T)
     print(
         f"{name}: L={c.n_layers} H={c.n_heads} d={c.d_model} T={T} B={B} V={V}; model "
         f"FLOPs/step {flops / 1e9:.1f} G, XLA cost_analysis {jx.xla_flops / 1e9:.1f} G "
-        f"(×{jx.xla_flops / flops:.2f}); jaxformer compile {jx.compile_s:.1f} s"
+        f"(×{jx.xla_flops / flops:.2f}); jaxformer compile {jx.compile_s:.1f} s; "
+        f"{len(rounds)} rounds of {per_round} steps each"
     )
     rows = []
     for impl, ts in times.items():
         sec = statistics.median(ts)
         rows.append((name, impl, B * T / sec, sec * 1e3, min(ts) * 1e3, flops / sec / peak))
-    return rows
+    return rows, ratios
 
 
 def compile_times(Ls=(2, 8, 24)) -> None:
@@ -243,34 +356,40 @@ def main() -> None:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip the compile-time table")
     p.add_argument("--torch-child", metavar="CONFIG", help=argparse.SUPPRESS)
+    p.add_argument("--shared", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     names = args.configs.split(",")
     for name in names + [args.torch_child] * bool(args.torch_child):
         if name not in CONFIGS:
             p.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
-    if args.torch_child:  # the PyTorch reference alone: print its step times as JSON
-        c = config(args.torch_child)
-        step = torch_step(c, c.context, args.torch_threads)
-        print(json.dumps(time_alternately({"t": step}, args.steps, args.warmup)["t"]))
+    if args.torch_child:  # the PyTorch reference, driven by the parent (TorchProcess)
+        torch_child(args.torch_child, args.shared, args.torch_threads)
         return
 
-    from jaxformer.train import report, step  # noqa: F401  (step tunes malloc on import)
+    from jaxformer.train import report
+    from jaxformer.train.process import keep_freed_memory
+
+    keep_freed_memory()  # as jaxformer train does: before the first step allocates
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} cores, load {load}")
     peak = report.measure_peak_flops(2048, 10)
     print(f"peak: jitted f32 2048² matmul {peak / 1e9:.0f} GFLOP/s\n")
-    rows = [row for name in names for row in bench_config(name, args, peak)]
+    rows, ratios = [], {}
+    for name in names:
+        r, ratios[name] = bench_config(name, args, peak)
+        rows += r
 
     print(f"\n{'config':7} {'impl':22} {'tokens/s':>8} {'ms/step':>8} {'min ms':>8} {'MFU':>6}")
     for cfg, impl, tps, ms, best, mfu in rows:
         print(f"{cfg:7} {impl:22} {tps:8.0f} {ms:8.1f} {best:8.1f} {mfu:6.1%}")
-    tps = {(r[0], r[1]): r[2] for r in rows}
     for cfg in names:
-        for ref in ("pytorch eager", "pytorch, tuned malloc"):
-            if (cfg, ref) in tps:
-                ratio = tps[(cfg, "jaxformer")] / tps[(cfg, ref)]
-                print(f"{cfg}: jaxformer / {ref} = {ratio:.2f}×")
+        for ref, per_round in ratios[cfg].items():
+            each = " ".join(f"{x:.2f}" for x in per_round)
+            print(
+                f"{cfg}: jaxformer / {ref} = {statistics.median(per_round):.2f}× "
+                f"(the median of the rounds: {each})"
+            )
     if not args.no_compile:
         compile_times()
     print(f"\nload at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")

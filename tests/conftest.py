@@ -1,4 +1,6 @@
+import collections
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+CI = os.environ.get("CI") == "true"  # .ci/run: there, a missing tool or data set is a failure
 
 
 @pytest.fixture
@@ -16,3 +19,51 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (it holds the shared corpora and GPT-2 ranks)")
     return SHARED
+
+
+@pytest.fixture
+def pdflatex() -> str:
+    """The pdflatex command; a skip where it is missing, a failure under CI=true (.ci/run
+    installs it)."""
+    path = shutil.which("pdflatex")
+    if path is None:
+        why = "pdflatex is not installed (Debian: apt-get install texlive-latex-base)"
+        if CI:
+            pytest.fail(f"{why}; under CI=true the LaTeX tests must run")
+        pytest.skip(why)
+    return path
+
+
+# -- the skips, summed up in one line at the end of the run ------------------------------
+_skips: list[str] = []  # the reason of each skipped test (on the xdist controller too)
+
+
+def _is_shared(reason: str) -> bool:
+    """Whether a skip is for want of the shared corpora or GPT-2 ranks (../shared)."""
+    return "shared" in reason.lower()
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _skips.append(reason.removeprefix("Skipped: "))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = collections.Counter(_skips)
+    summary = "; ".join(f"{n} × {reason}" for reason, n in counts.most_common())
+    terminalreporter.write_line(
+        f"skipped: {len(_skips)} tests" + (f" ({summary})" if _skips else "")
+    )
+    shared = sum(n for reason, n in counts.items() if _is_shared(reason))
+    if CI and shared:
+        terminalreporter.write_line(
+            f"CI=true: {shared} tests that need {SHARED} skipped; CI must run them: failing",
+            red=True,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if CI and any(_is_shared(r) for r in _skips) and not hasattr(session.config, "workerinput"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

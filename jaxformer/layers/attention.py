@@ -18,6 +18,12 @@ The variants of the model zoo are fields, each off by default:
     softcap           s ↦ c·tanh(s/c) before the mask (Gemma 2)
     window            a sliding window: the query at i sees the keys j with i − window < j ≤ i
 
+How it is computed is a field too: ``impl="dense"`` materialises the [H,T,T] scores;
+``"blockwise"`` is FlashAttention (``blockwise.py``: O(T·block) memory, fully masked
+blocks skipped, a recomputing VJP); ``"auto"`` takes blockwise from T ≥ ``BLOCKWISE_FROM``
+and, on GPU, ``jax.nn.dot_product_attention`` (cuDNN) where it applies. The trace (for
+circuits) always computes densely: it returns the pattern.
+
 Computed batched over heads with einsum; ``heads``, ``W_QK`` and ``W_OV`` give
 the per-head terms that the circuits module reads.
 """
@@ -30,7 +36,11 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Map, Param, Real, Term
+from .blockwise import blockwise_attention, sdpa_attention
 from .positional import rope
+
+BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: dense is faster below)
+IMPLS = ("dense", "blockwise", "auto")
 
 
 @dataclass(frozen=True, repr=False)
@@ -52,6 +62,8 @@ class Attention(Map):
     scale: float | None = None  # None: 1/√k
     softcap: float | None = None
     window: int | None = None
+    impl: str = "dense"
+    block: int = 128  # positions per block (blockwise)
 
     def __post_init__(self):
         G = self.kv_heads
@@ -74,6 +86,8 @@ class Attention(Map):
             raise ValueError(
                 f"{self.name}: qk_norm must be None, 'head' or 'all', got {self.qk_norm!r}"
             )
+        if self.impl not in IMPLS:
+            raise ValueError(f"{self.name}: impl must be one of {IMPLS}, got {self.impl!r}")
         for what in ("window", "softcap", "scale"):
             v = getattr(self, what)
             if v is not None and not v > 0:
@@ -184,7 +198,22 @@ class Attention(Map):
         return y, {n: y, f"{n}.scores": s, f"{n}.pattern": A, f"{n}.z": z}
 
     def apply(self, params, x_Td):
-        return self.forward(params, x_Td)[0]
+        how = self.how(x_Td.shape[0])
+        if how == "dense":
+            return self.forward(params, x_Td)[0]
+        q, k, v = self.qkv(params, x_Td)
+        kw = dict(causal=self.causal, window=self.window, softcap=self.softcap, scale=self.scale)
+        if how == "sdpa":
+            return self.out(params, sdpa_attention(q, k, v, **kw))
+        return self.out(params, blockwise_attention(q, k, v, **kw, block=self.block))
+
+    def how(self, T: int) -> str:
+        """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (GPU)."""
+        if self.impl != "auto":
+            return self.impl
+        if jax.default_backend() == "gpu" and self.softcap is None:
+            return "sdpa"
+        return "blockwise" if T >= BLOCKWISE_FROM else "dense"
 
     def trace_points(self):
         n = self.name

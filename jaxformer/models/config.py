@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from .family import family_of
 
 _POSITIVE = ("vocab_size", "context", "n_layers", "d_model", "n_heads", "n_kv_heads")
+# What a field left None is when its family does not say.
+FALLBACKS = dict(activation="gelu_tanh", rotary_fraction=1.0, parallel_residual=False)
 
 
 @dataclass(frozen=True)
@@ -26,18 +28,19 @@ class Config:
     n_kv_heads: int | None = None  # G (GQA); default H
     d_head: int | None = None  # k; default d / H
     d_mlp: int | None = None  # m; the family's default (4d for gpt2)
-    activation: str = "gelu_tanh"  # the MLP's φ (families with a plain MLP)
+    activation: str | None = None  # the MLP's φ (families with a plain MLP; gelu_tanh)
     positional: str | None = None  # "learned" | "sinusoidal" | "rope"
     norm: str | None = None  # "layernorm" | "rmsnorm"
     norm_eps: float | None = None
     rope_theta: float = 10000.0
-    rotary_fraction: float = 1.0  # RoPE on the first ⌊fraction · d_head⌋ of each head
+    rotary_fraction: float | None = None  # RoPE on the first ⌊fraction·d_head⌋ of a head (1)
     tied: bool | None = None
     bias: bool | None = None  # b_Q, b_K, b_V (and b_O, b_in, b_out unless out_bias says)
     out_bias: bool | None = None  # b_O alone; None: as bias
     qk_norm: str | None = None  # RMSNorm of q, k: "head" (over k) or "all" (over H·k)
     sliding_window: int | None = None  # the query at i sees keys j > i − window
-    parallel_residual: bool = False  # x + A(N₁x) + M(N₂x) instead of two residual steps
+    parallel_residual: bool | None = None  # x + A(N₁x) + M(N₂x), not two residual steps
+    attention: str = "auto"  # how attention computes: "dense", "blockwise" (flash) or "auto"
     attn_only: bool = False  # no MLPs (the circuits papers' toy models)
     final_norm: bool = True
     init_std: float = 0.02
@@ -64,6 +67,9 @@ class Config:
         for k, v in later.items():
             if getattr(self, k) is None:
                 self._set(k, v(self))
+        for k, v in FALLBACKS.items():
+            if getattr(self, k) is None:
+                self._set(k, v)
         optional = ("out_bias", "qk_norm", "sliding_window")  # None is a value: off, or as bias
         unset = [
             f.name
@@ -85,6 +91,10 @@ class Config:
             raise ValueError(
                 f"Config.rotary_fraction={self.rotary_fraction} must lie in (0, 1] and rotate an "
                 f"even number of coordinates (got {self.rotary_dim} of d_head={self.d_head})"
+            )
+        if self.attention not in ("dense", "blockwise", "auto"):
+            raise ValueError(
+                f"Config.attention must be 'dense', 'blockwise' or 'auto', got {self.attention!r}"
             )
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"Config.sliding_window must be ≥ 1, got {self.sliding_window}")

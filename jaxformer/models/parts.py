@@ -42,7 +42,7 @@ def attention(c: Config, **changes) -> Attention:
         d=c.d_model, H=c.n_heads, k=c.d_head, G=c.n_kv_heads, causal=True, bias=c.bias,
         rope_theta=c.rope_theta if rope else None, std=c.init_std, out_std=out_std(c),
         name=N.ATTN, out_bias=c.out_bias, qk_norm=c.qk_norm, qk_norm_eps=c.norm_eps,
-        rotary_dim=c.rotary_dim if rope else None, window=c.sliding_window,
+        rotary_dim=c.rotary_dim if rope else None, window=c.sliding_window, impl=c.attention,
     )  # fmt: skip
     return Attention(**(kw | changes))
 

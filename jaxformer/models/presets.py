@@ -1,5 +1,8 @@
 """Named model configurations: ``PRESETS["gpt2-small"]`` is GPT-2's 124M model.
 
+A family file may add its own released sizes as a module-level ``PRESETS`` dict; they
+are merged here, after every family is registered.
+
 The published ones reproduce their papers' parameter counts exactly:
 gpt2-small 124,439,808, gpt2-medium 354,823,168, gpt2-large 774,030,080,
 gpt2-xl 1,557,611,200 (tied unembedding), llama2-7b 6,738,415,616.
@@ -7,6 +10,7 @@ gpt2-xl 1,557,611,200 (tied unembedding), llama2-7b 6,738,415,616.
 
 from __future__ import annotations
 
+from . import families
 from .config import Config
 
 
@@ -53,3 +57,6 @@ PRESETS: dict[str, Config] = {
         attn_only=True,
     ),  # fmt: skip
 }
+
+for _name in families.__all__:
+    PRESETS.update(getattr(getattr(families, _name), "PRESETS", {}))

@@ -1,7 +1,6 @@
 """describe's three renderings: text, Markdown and LaTeX (mathtext, pdflatex, notebooks)."""
 
 import re
-import shutil
 import subprocess
 import sys
 
@@ -83,12 +82,11 @@ def test_latex_is_ascii_display_math(gpt2):
     assert r"124{,}439{,}808" in tex
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_latex_compiles(tmp_path, gpt2, llama):
+def test_latex_compiles(tmp_path, gpt2, llama, pdflatex):
     for name, model in [("gpt2", gpt2), ("llama", llama)]:
         (tmp_path / f"{name}.tex").write_text(latex_document(chain(model)))
         run = subprocess.run(
-            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
+            [pdflatex, "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-2000:]

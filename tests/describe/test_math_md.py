@@ -2,7 +2,6 @@
 
 import importlib
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -48,8 +47,7 @@ def test_every_layer_and_the_tokenizer_are_named():
     assert set(tokenizer + core) <= set(REFS)
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_every_formula_compiles(tmp_path):
+def test_every_formula_compiles(tmp_path, pdflatex):
     """Each $…$ and $$…$$ of MATH.md typesets with pdflatex (amsmath, amssymb)."""
     text = re.sub(r"```.*?```", "", MATH, flags=re.S)
     display = re.findall(r"\$\$(.+?)\$\$", text, re.S)
@@ -63,7 +61,7 @@ def test_every_formula_compiles(tmp_path):
     )
     (tmp_path / "math.tex").write_text(doc)
     run = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "math.tex"],
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "math.tex"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:]

@@ -12,6 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from hf_reference import hf_logits, load_hf, randomize  # noqa: E402
+
 from jaxformer import Config, build, logits  # noqa: E402
 from jaxformer.core import is_param  # noqa: E402
 from jaxformer.interop import from_hf, to_hf  # noqa: E402
@@ -20,31 +22,8 @@ TOL = 1e-5  # max |Δ logits| in float32
 B, T = 2, 16
 
 
-def randomize(model, seed: int, std: float = 0.2):
-    """Every parameter random (biases and norm gains too), large enough for O(1) logits."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln_" in name:
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5 if name.endswith("weight") else
-                        std * torch.randn(p.shape, generator=g))  # fmt: skip
-            else:
-                p.copy_(std * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
-def hf_logits(model, tokens) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.as_tensor(tokens)).logits.numpy()
-
-
 def tokens_for(V: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, V, (B, T))
-
-
-def load_hf(path):
-    m = transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager")
-    return m.eval()
 
 
 GPT2 = {  # n_head not a power of two, untied heads, every activation, n_inner ≠ 4d

@@ -5,7 +5,7 @@ as JSON to ``$JAXFORMER_NOTEBOOK_RESULTS``, which the test reads back.
 """
 
 import json
-import pickle
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,13 +40,25 @@ def execute(name: str, tmp_path: Path, monkeypatch) -> dict:
     return json.loads(results.read_text()) if results.exists() else {}
 
 
+def unflatten(flat) -> dict:
+    """{"['params']['embed']['W_E']": array, …} (jax.tree_util.keystr paths) → nested dicts."""
+    out: dict = {}
+    for path, a in flat.items():
+        *head, last = re.findall(r"\['(.*?)'\]", path)
+        node = out
+        for k in head:
+            node = node.setdefault(k, {})
+        node[last] = a
+    return out
+
+
 @pytest.mark.slow
 def test_01_maps_and_composition(tmp_path, monkeypatch):
     out = execute("01_maps_and_composition.ipynb", tmp_path, monkeypatch)
     assert max(out.values()) < 1e-4, out  # the identities it shows hold
     # and its numbers are the numpy reference's: the hand-built model's logits, the same
     # with head 2 of layer 1 ablated, and the attention-only model's path terms' sum
-    a = pickle.loads((tmp_path / "01_arrays.pkl").read_bytes())
+    a = unflatten(np.load(tmp_path / "01_arrays.npz"))
     gpt = SimpleNamespace(
         family="gpt2", norm_eps=1e-5, positional="learned", activation="gelu_tanh"
     )
@@ -58,7 +70,7 @@ def test_01_maps_and_composition(tmp_path, monkeypatch):
     )
     np.testing.assert_allclose(a["ablated"], ref.forward(p, t, gpt, patch=ablate), atol=1e-5)
     assert np.abs(a["ablated"] - a["logits"]).max() > 1e-3  # the ablation moved them
-    small = SimpleNamespace(**a["small_config"])
+    small = SimpleNamespace(**json.loads((tmp_path / "01_small_config.json").read_text()))
     np.testing.assert_allclose(a["paths_sum"], ref.forward(a["small_params"], t, small), atol=1e-5)
 
 

@@ -10,15 +10,26 @@ from .. import parts
 from ..config import Config
 from ..family import family
 
+LLAMA = dict(positional="rope", norm="rmsnorm", rotary_fraction=1.0, parallel_residual=False)
+
+
+def llama_like(c: Config, name: str, **want) -> None:
+    """Refuse, naming the field, a config that family ``name`` does not compute: RoPE on
+    whole heads, RMSNorm, one residual step after the other, and the fields ``want``
+    (``out_bias`` compared as the b_O the model has: None is as ``bias``)."""
+    b_O = c.bias if c.out_bias is None else c.out_bias
+    for field, value in (LLAMA | want).items():
+        if (b_O if field == "out_bias" else getattr(c, field)) != value:
+            raise ValueError(
+                f"Config.{field}={getattr(c, field)!r} is not available for family {name!r}, "
+                f"which has {field}={value!r}"
+            )
+
 
 def check(c: Config) -> None:
-    if c.positional != "rope":
-        raise ValueError(
-            f"Config.positional={c.positional!r} is not available for family 'llama'; "
-            "choose one of ('rope',)"
-        )
     if c.d_head % 2:
         raise ValueError(f"Config: RoPE needs an even d_head, got {c.d_head}")
+    llama_like(c, "llama", qk_norm=None, sliding_window=None, out_bias=c.bias)
 
 
 @family(
