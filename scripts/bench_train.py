@@ -19,10 +19,10 @@ weights and its batch, and the first step's loss and gradient norm must agree (t
 weighs on all of them alike; each round gives a ratio per pair, and their median is the
 ratio reported.
 
-    model FLOPs = 3 × the forward's matmul FLOPs = 6·N·tokens + 12·L·T·H·k·tokens
-    (N = the matmul parameters, the tied unembedding included; the attention counted over
-    all T keys, as the masked product computes it), printed beside XLA's cost_analysis of
-    the compiled step (which adds the elementwise work and the optimizer).
+    model FLOPs = 3 × the forward's FLOPs as describe counts them (the matmuls, ≈ 6·N +
+    12·L·T·H·k per token, plus the elementwise work; the attention over all T keys, as the
+    masked product computes it): the count the training loop's MFU uses. Printed beside
+    XLA's cost_analysis of the compiled step (which adds the optimizer).
     MFU = model FLOPs / step time / peak, the peak a jitted f32 matmul timed in this run.
 
 Then the compile time of the forward+backward for L = 2, 8, 24 (small widths): scanned
@@ -61,12 +61,11 @@ def config(name: str, **changes) -> Config:
 
 
 def model_flops(c: Config, T: int) -> float:
-    """FLOPs of one training step on B windows of T: 3 × the forward's matmuls."""
-    d, H, G, k, m, L = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.n_layers
-    N = L * (d * (H + 2 * G) * k + H * k * d + (3 if c.family == "llama" else 2) * d * m)
-    N += d * c.vocab_size  # the unembedding (W_Eᵀ when tied)
-    attention = L * 2 * (2 * T * H * k)  # q·kᵀ and A·v, per token
-    return 3 * (2 * N + attention) * B * T
+    """FLOPs of one training step on B windows of T: 3 × the forward's, as describe counts
+    them from each map's term (``train.report.flops_per_token``, the MFU's count)."""
+    from jaxformer.train import report
+
+    return report.flops_per_token(build(c.replace(attention="dense")), T) * B * T
 
 
 def flops_of(compiled) -> float:

@@ -21,6 +21,16 @@ def randomize(model, seed: int, std: float = 0.2, head: float | None = None):
     return model.eval()
 
 
+def save_hf(model, path, bin: bool = False) -> None:
+    """``save_pretrained``, or with ``bin`` the pre-safetensors format: the config and a
+    state_dict in pytorch_model.bin."""
+    if bin:
+        model.config.save_pretrained(path)
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
+    else:
+        model.save_pretrained(path)
+
+
 def hf_logits(model, tokens) -> np.ndarray:
     with torch.no_grad():
         return model(torch.as_tensor(tokens)).logits.numpy()

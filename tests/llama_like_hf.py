@@ -3,7 +3,7 @@ random: the reference that tests/interop/test_llama_like_*.py compare jaxformer 
 
 import numpy as np
 import transformers
-from hf_reference import hf_logits, load_hf, randomize, rel  # noqa: F401
+from hf_reference import randomize
 
 RTOL = 1e-5  # max |Δ logits| / max |logits|, float32
 V, B, T = 61, 2, 16

@@ -198,7 +198,7 @@ class Attention(Map):
         return y, {n: y, f"{n}.scores": s, f"{n}.pattern": A, f"{n}.z": z}
 
     def apply(self, params, x_Td):
-        how = self.how(x_Td.shape[0])
+        how = self.how(x_Td.shape[0], x_Td.dtype)
         if how == "dense":
             return self.forward(params, x_Td)[0]
         q, k, v = self.qkv(params, x_Td)
@@ -207,11 +207,13 @@ class Attention(Map):
             return self.out(params, sdpa_attention(q, k, v, **kw))
         return self.out(params, blockwise_attention(q, k, v, **kw, block=self.block))
 
-    def how(self, T: int) -> str:
-        """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (GPU)."""
+    def how(self, T: int, dtype=jnp.float32) -> str:
+        """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (cuDNN's fused
+        kernel, on GPU, for the half-precision inputs it takes and no soft-capping)."""
         if self.impl != "auto":
             return self.impl
-        if jax.default_backend() == "gpu" and self.softcap is None:
+        half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+        if jax.default_backend() == "gpu" and half and self.softcap is None:
             return "sdpa"
         return "blockwise" if T >= BLOCKWISE_FROM else "dense"
 

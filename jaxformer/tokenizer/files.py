@@ -114,6 +114,12 @@ def load(path: str | os.PathLike) -> tuple[dict[bytes, int], str, dict[str, int]
             f"{RANKS_FILE} inside, as written by Tokenizer.save); for a bare "
             f".tiktoken file use Tokenizer.from_tiktoken_file"
         )
+    for name in (HEADER_FILE, RANKS_FILE):
+        if not (path / name).is_file():
+            raise ValueError(
+                f"{path}: not a tokenizer directory ({name} is missing; Tokenizer.save writes "
+                f"{HEADER_FILE} and {RANKS_FILE}, the header last)"
+            )
     header = _read_header(path / HEADER_FILE)
     data = (path / RANKS_FILE).read_bytes()
     if _sha256(data) != header["ranks_sha256"]:

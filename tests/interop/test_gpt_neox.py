@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_reference import hf_logits, load_hf, randomize, rel  # noqa: E402
+from hf_reference import hf_logits, load_hf, randomize, rel, save_hf  # noqa: E402
 
 from jaxformer import Config, build, logits  # noqa: E402
 from jaxformer.core import is_param  # noqa: E402
@@ -64,11 +64,7 @@ def tokens_for(seed: int) -> np.ndarray:
 def test_import_export_match_transformers_and_round_trip_exactly(name, tmp_path):
     hf = build_hf(name)
     src, out = tmp_path / "hf", tmp_path / "out"
-    if name.endswith("-bin"):  # the pre-safetensors format: a state_dict in pytorch_model.bin
-        hf.config.save_pretrained(src)
-        torch.save(hf.state_dict(), src / "pytorch_model.bin")
-    else:
-        hf.save_pretrained(src)
+    save_hf(hf, src, bin=name.endswith("-bin"))
     tokens = tokens_for(1)
     ref = hf_logits(hf, tokens)
     assert 4 < np.abs(ref).max() < 15  # logits of the size of a trained model's

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_reference import hf_logits, load_hf, randomize  # noqa: E402
+from hf_reference import hf_logits, load_hf, randomize, save_hf  # noqa: E402
 
 from jaxformer import Config, build, logits  # noqa: E402
 from jaxformer.core import is_param  # noqa: E402
@@ -67,11 +67,7 @@ def build_hf(name: str):
 def test_from_hf_and_back_match_transformers(name, tmp_path):
     hf = build_hf(name)
     src, out = tmp_path / "hf", tmp_path / "out"
-    if name.endswith("-bin"):  # the pre-safetensors format: a state_dict in pytorch_model.bin
-        hf.config.save_pretrained(src)
-        torch.save(hf.state_dict(), src / "pytorch_model.bin")
-    else:
-        hf.save_pretrained(src)
+    save_hf(hf, src, bin=name.endswith("-bin"))
     tokens = tokens_for(hf.config.vocab_size, seed=1)
     ref = hf_logits(hf, tokens)
     assert np.abs(ref).max() > 1.0  # non-trivial logits

@@ -18,18 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from llama_like_hf import (  # noqa: E402
-    RTOL,
-    SLIDE,
-    T,
-    V,
-    build_hf,
-    hf_class,
-    hf_logits,
-    load_hf,
-    rel,
-    tokens_for,
-)
+from hf_reference import hf_logits, load_hf, rel, save_hf  # noqa: E402
+from llama_like_hf import RTOL, SLIDE, T, V, build_hf, hf_class, tokens_for  # noqa: E402
 
 from jaxformer import Config, build, logits  # noqa: E402
 from jaxformer.describe import chain, describe  # noqa: E402
@@ -90,11 +80,7 @@ def test_import_export_match_transformers_and_round_trip_exactly(name, tmp_path)
     family = name.split("-")[0]
     hf = build_hf(family, CONFIGS[name])
     src, out = tmp_path / "hf", tmp_path / "out"
-    if name.endswith("-bin"):  # the pre-safetensors format: a state_dict in pytorch_model.bin
-        hf.config.save_pretrained(src)
-        torch.save(hf.state_dict(), src / "pytorch_model.bin")
-    else:
-        hf.save_pretrained(src)
+    save_hf(hf, src, bin=name.endswith("-bin"))
     tokens = tokens_for(1)
     ref = hf_logits(hf, tokens)
     assert 4 < np.abs(ref).max() < 15  # logits of the size of a trained model's

@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from llama_like_hf import CLASSES, RTOL, V, hf_logits, load_hf, rel  # noqa: E402
+from hf_reference import hf_logits, load_hf, rel  # noqa: E402
+from llama_like_hf import CLASSES, RTOL, V  # noqa: E402
 
 from jaxformer import Config, build  # noqa: E402
 from jaxformer.core import is_param  # noqa: E402
