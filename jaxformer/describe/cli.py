@@ -1,7 +1,8 @@
 """jaxformer describe MODEL: a model stated as the chain of maps it is.
 
 MODEL is a preset name (gpt2-small, ...), a JSON file (the JSON of Config.to_dict(), or
-a Hugging Face config.json of a GPT-2 or LLaMA model), or a training run directory.
+a Hugging Face config.json of a GPT-2 or LLaMA model), or a training run directory (its
+config.json verified against the run's SHA256SUMS).
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.model)
         c = chain(build(config), args.T)
-    except ValueError as e:
+    except ValueError as e:  # a damaged or foreign run directory too (CheckpointError)
         print(f"jaxformer describe: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"jaxformer describe: cannot read {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     if args.standalone and args.format != "latex":
         print("jaxformer describe: --standalone needs --format latex", file=sys.stderr)

@@ -5,7 +5,10 @@
 
 The prompt is printed, then each token's bytes as the compiled loop emits them
 (an incremental UTF-8 decoder holds back a character split across tokens). The
-tokenizer's ``<|endoftext|>`` stops the text.
+tokenizer's ``<|endoftext|>`` stops the text. ``--max-new-tokens`` beyond what the
+context leaves after the prompt is clipped to it, with a note. As in ``jaxformer
+tokenizer encode``, a special token in the prompt is refused unless ``--allow-special``,
+and a prompt that is not valid UTF-8 unless ``--errors replace``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="the random seed (same seed, same text)")
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode special tokens in the prompt (e.g. <|endoftext|>) as their ids",
+    )
+    p.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="a prompt that is not valid UTF-8: refuse it (strict, the default) or replace "
+        "the bad bytes with U+FFFD",
+    )
     p.set_defaults(run=run)
 
 
@@ -43,25 +58,76 @@ def run(args) -> int:
     try:
         if not args.prompt:
             raise ValueError("--prompt is empty; give the text to continue, e.g. --prompt 'The'")
+        prompt = _text(args.prompt, args.errors)
+        if not 0 <= args.seed < 2**32:
+            raise ValueError(f"--seed {args.seed}: must lie in [0, 2**32)")
+        if args.max_new_tokens is not None and args.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
         config, params, tokenizer = load_for_inference(args.checkpoint)
+        n = _clip(config, tokenizer, prompt, args.max_new_tokens, args.allow_special)
         sample(
-            config, params, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+            config, params, tokenizer, prompt, max_new_tokens=n, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed, allow_special=args.allow_special,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"jaxformer sample: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"jaxformer sample: error: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _text(prompt: str, errors: str) -> str:
+    """The prompt as valid text: bytes the command line could not decode as UTF-8 (lone
+    surrogates, here) are refused, or replaced by U+FFFD with ``--errors replace``."""
+    try:
+        prompt.encode("utf-8")
+        return prompt
+    except UnicodeEncodeError as e:
+        if errors == "replace":
+            raw = prompt.encode("utf-8", "surrogateescape")
+            return raw.decode("utf-8", "replace")
+        raise ValueError(
+            f"--prompt is not valid UTF-8 (a bad byte at character {e.start}); pass UTF-8 text, "
+            "or --errors replace to replace the bad bytes with U+FFFD"
+        ) from None
+
+
+def _clip(config, tokenizer, prompt: str, n: int | None, allow_special: bool) -> int | None:
+    """``--max-new-tokens``, clipped (with a note) to what the context leaves after the
+    prompt; a prompt that leaves no room is refused."""
+    if not allow_special and (found := [t for t in tokenizer.special_tokens if t in prompt]):
+        raise ValueError(
+            f"--prompt contains the special token {found[0]!r} at char {prompt.index(found[0])}; "
+            "pass --allow-special to encode it as its id"
+        )
+    ids = tokenizer.encode(prompt, allowed_special="all" if allow_special else ())
+    room = config.context - len(ids)
+    if room < 1:
+        raise ValueError(
+            f"--prompt is {len(ids)} tokens, and the model's context is {config.context}: no "
+            f"room for a new token; shorten the prompt to under {config.context} tokens"
+        )
+    if n is not None and n > room:
+        print(
+            f"note: --max-new-tokens {n} clipped to {room}: the prompt's {len(ids)} tokens and "
+            f"{room} new ones fill the context of {config.context}",
+            file=sys.stderr,
+        )
+        return room
+    return n
 
 
 def sample(
     config, params, tokenizer, prompt: str, *, max_new_tokens: int | None = None,
     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-    seed: int = 0, out: TextIO | None = None,
+    seed: int = 0, out: TextIO | None = None, allow_special: bool = False,
 ) -> list[int]:  # fmt: skip
     """Write ``prompt`` and its continuation to ``out`` (stdout) as it is generated;
     return the new token ids, up to the first stop token. ``max_new_tokens=None``:
-    200, or as many as the context leaves after the prompt if that is fewer."""
+    200, or as many as the context leaves after the prompt if that is fewer. A special
+    token in the prompt is a ValueError unless ``allow_special``."""
     import jax
 
     from ..models import build
@@ -71,7 +137,7 @@ def sample(
     if not prompt:
         raise ValueError("the prompt is empty; give the text to continue")
     out = out or sys.stdout
-    ids = tokenizer.encode(prompt, allowed_special="all")
+    ids = tokenizer.encode(prompt, allowed_special="all" if allow_special else ())
     stops = [i for s, i in tokenizer.special_tokens.items() if s == ENDOFTEXT]
     if max_new_tokens is None:
         max_new_tokens = max(1, min(200, config.context - len(ids)))

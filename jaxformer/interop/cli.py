@@ -2,8 +2,10 @@
 
     jaxformer convert --to-hf runs/default --out hf/default
 
-writes ``config.json``, ``model.safetensors`` and ``tokenizer.json`` from the run's
-latest checkpoint; ``AutoModelForCausalLM`` and ``AutoTokenizer`` open the result.
+writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` and their
+``SHA256SUMS`` from the run's latest checkpoint (verified first); ``AutoModelForCausalLM``
+and ``AutoTokenizer`` open the result. An existing ``--out`` is replaced only with
+``--overwrite``.
 (Importing goes through Python: ``model, params = jaxformer.interop.from_hf(dir)``.)
 """
 
@@ -29,15 +31,27 @@ def add_parser(subparsers) -> None:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from ..models import build
-    from ..rundir import load_for_inference
-    from .hf import to_hf
-
     try:
+        out: Path = args.out
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: is a file; pass a directory to write the export to")
+        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+            raise ValueError(
+                f"--out {out} exists and is not empty; pass --overwrite to replace it, or "
+                "another --out"
+            )
+        from ..models import build
+        from ..rundir import load_for_inference
+        from .hf import to_hf
+
         config, params, tok = load_for_inference(args.to_hf)
-        to_hf(build(config), params, args.out, tokenizer=tok, overwrite=args.overwrite)
-    except (OSError, ValueError) as e:
-        print(f"jaxformer convert: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}: config.json, model.safetensors, tokenizer.json")
+        to_hf(build(config), params, out, tokenizer=tok, overwrite=args.overwrite)
+    except ValueError as e:
+        print(f"jaxformer convert: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        print(f"jaxformer convert: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: config.json, model.safetensors, tokenizer.json, SHA256SUMS")
     return 0

@@ -8,7 +8,9 @@ Supported: GPT-2 (``GPT2LMHeadModel``) and the LLaMA family (``LlamaForCausalLM`
 GQA, tied or untied embeddings, any rope_theta, attention biases). Each family's
 config and weight mappings are spelled out in ``families/<name>.py``. Everything is
 checked before anything is returned or written: the config, every tensor's shape,
-and that no tensor is missing or left over.
+that no tensor is missing or left over, and that every exported weight is finite.
+``to_hf`` writes a ``SHA256SUMS`` of the files last; ``from_hf`` verifies a directory
+that has one (as ``to_hf`` writes them), naming a damaged file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..atomic import atomic_dir
+from ..atomic import MANIFEST, atomic_dir, verify_manifest, write_manifest
 from ..core import Map, is_param
 from ..models import Model, build
 from ..tokenizer import Tokenizer
@@ -39,6 +41,8 @@ def from_hf(path: str | os.PathLike) -> tuple[Map, dict]:
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory; pass a save_pretrained directory")
+    if (root / MANIFEST).is_file():  # written by to_hf: every file is checked first
+        verify_manifest(root)
     config = config_from_hf(read_config(root), str(root / "config.json"))
     family = BY_FAMILY[config.family]
     ckpt = Checkpoint(read_tensors(root), str(root), family.PREFIX, family.IGNORE)
@@ -69,6 +73,7 @@ def to_hf(
     hf_config = config_to_hf(config)
     check_params(model, params, "to_hf")
     numpy_params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+    check_finite(numpy_params, "to_hf")
     tensors = BY_FAMILY[config.family].params_to_hf(numpy_params, config)
 
     root = Path(path)
@@ -79,6 +84,7 @@ def to_hf(
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             to_hf_tokenizer_json(tokenizer, tmp / "tokenizer.json")
+        write_manifest(tmp)  # last
 
 
 def read_config(root: Path) -> dict:
@@ -92,6 +98,17 @@ def read_config(root: Path) -> dict:
     if not isinstance(hf, dict):
         raise ValueError(f"{f}: expected a JSON object, got {type(hf).__name__}")
     return hf
+
+
+def check_finite(params: dict, where: str) -> None:
+    """Fail, naming the parameter, if any weight is NaN or infinite."""
+    for k, a in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not np.isfinite(a).all():
+            name = jax.tree_util.keystr(k, simple=True, separator="/")
+            raise ValueError(
+                f"{where}: parameter {name} holds {int((~np.isfinite(a)).sum())} NaN or infinite "
+                "values; such weights are refused (export a checkpoint from before it diverged)"
+            )
 
 
 def check_params(model: Map, params: dict, where: str) -> None:

@@ -9,6 +9,7 @@ torch installed. Any format error is re-raised as a ``ValueError`` naming the fi
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    """Write ``tensors`` as float32 to the safetensors file ``path``."""
+    """Write ``tensors`` as float32 to the safetensors file ``path`` (its mode follows the
+    umask, as every file jaxformer writes)."""
     arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
     save_file(arrays, path, metadata={"format": "pt"})  # transformers expects format "pt"
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors makes 0644 whatever the umask

@@ -11,9 +11,15 @@ from ..core import Map, Param, Real, Term, Tokens
 
 @dataclass(frozen=True, repr=False)
 class Embedding(Map):
-    """E(t)_i = W_E[t_i].   V^T → R^{T×d};  W_E: [V, d].
+    """E(t)_i = W_E[t_i] for t_i ∈ [0, V), NaN^d otherwise.   V^T → R^{T×d};  W_E: [V, d].
 
-    ``context`` bounds T (the model's context length), checked at the domain.
+    ``context`` bounds T (the model's context length), checked at the domain. Under
+    ``jit`` nothing can raise, and a plain gather would clamp an id ≥ V to row V-1 and
+    wrap a negative one to row V+t: another token's embedding, silently. So an id
+    outside [0, V), negative ones included, gives a row of NaN, and the logits of that
+    sequence are NaN (attention weighs the NaN values by 0, and 0 · NaN = NaN), never
+    another token's numbers; the other sequences of a batch are untouched. (Eager entry points,
+    ``jaxformer.logits`` and ``generate``, refuse such ids before they run.)
     """
 
     V: int
@@ -32,7 +38,10 @@ class Embedding(Map):
         return {"W_E": Param((self.V, self.d), ("V", "d"), self.std)}
 
     def apply(self, params, t_T):
-        return jnp.take(params["W_E"], t_T, axis=0)
+        W_E = params["W_E"]
+        inside = (t_T >= 0) & (t_T < self.V)
+        rows = jnp.take(W_E, jnp.where(inside, t_T, 0), axis=0)
+        return jnp.where(inside[..., None], rows, jnp.nan).astype(W_E.dtype)
 
     def term(self, T, x):
         return Term(("t ↦ x,  x_i = W_E[t_i]",), (r"t \mapsto x,\ x_i = W_E[t_i]",))

@@ -4,7 +4,8 @@
 
 where segments(d) are the stretches of document d between special tokens, so that no
 piece, hence no merge, ever spans a special token. Documents are never split into pieces
-across each other.
+across each other. The pieces must cover each segment: a pattern that drops characters
+(``[a-z]+`` drops the spaces) would train a tokenizer that loses text, and is refused.
 
 For parallel counting, long segments are cut into chunks of about ``CHUNK_CHARS`` at a
 newline between two non-space characters. For the named patterns every such newline ends a
@@ -105,8 +106,26 @@ def _count(pattern: str, batch: list[str]) -> tuple[int, Counter[str]]:
         pieces = Counter(compiled.findall(chunk))
         if not chunk.isascii() and any(map(differs, pieces)):  # split as tiktoken would
             pieces = Counter(finditer_16(compiled, chunk))
+        if sum(len(p) * n for p, n in pieces.items()) != len(chunk):
+            _refuse_lossy(pattern, compiled, chunk)
         counts.update(pieces)
     return sum(map(len, batch)), counts
+
+
+def _refuse_lossy(pattern: str, compiled, chunk: str):
+    """A pattern whose pieces miss characters of the text would make decode(encode(s)) ≠ s:
+    refused, naming the first character it misses."""
+    at = 0
+    for m in compiled.finditer(chunk):
+        if m.start() != at:
+            break
+        at = m.end()
+    c = chunk[at] if at < len(chunk) else ""
+    raise ValueError(
+        f"pattern {pattern!r} drops text: {c!r} (U+{ord(c or ' '):04X}) in "
+        f"{chunk[max(0, at - 10) : at + 10]!r} lies in no piece, so decode(encode(text)) would "
+        "lose it; use a pattern whose pieces cover every character (e.g. add |\\s+|. at its end)"
+    )
 
 
 def _bar(progress: bool) -> tqdm:

@@ -9,6 +9,7 @@ remat.py       named rematerialisation policies
 step.py        the jitted train step (accumulation, bf16, donation) and eval step
 checkpoint.py  orbax checkpoints, run directories, load_for_inference
 loop.py        the loop (its final sample comes from jaxformer.generate)
+preempt.py     SIGTERM as a request: a checkpoint at the next step boundary, then exit 0
     report.py      metrics lines, MFU, the loss curve; atomic.py atomic writes
 cli.py         `jaxformer train`
 

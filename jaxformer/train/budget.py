@@ -36,7 +36,7 @@ def size_run(cfg: TrainConfig, model, params, x, evaluate, log, mesh=None) -> Tr
     evaluate(params, 1)  # compiles
     t = time.perf_counter()
     evaluate(params, 1)
-    t_eval = (time.perf_counter() - t) * cfg.eval_batches / cfg.eval_every  # per step
+    t_eval = (time.perf_counter() - t) * cfg.periodic_eval_batches / cfg.eval_every  # per step
     steps = from_lead(max(1, int(0.97 * 60 * cfg.max_minutes / (t_step + t_eval))))
     load = os.getloadavg()[0]
     log(

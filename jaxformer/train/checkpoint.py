@@ -1,8 +1,8 @@
 """What training writes into a run directory (``jaxformer.rundir`` reads it).
 
-``save_run_files`` writes the configs and the tokenizer (process 0 only);
-checkpoints are ``rundir.Checkpoints``; ``read_run_config`` reads the settings back
-as a ``TrainConfig``.
+``save_run_files`` writes the configs and the tokenizer, then their manifest (process 0
+only); checkpoints are ``rundir.Checkpoints``; ``read_run_config`` reads the settings
+back as a ``TrainConfig``, verified.
 """
 
 from __future__ import annotations
@@ -12,11 +12,24 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..models import Config
-from ..rundir import CheckpointError, Checkpoints, load_for_inference, read_configs
+from ..rundir import (
+    CheckpointError,
+    Checkpoints,
+    complete_steps,
+    config_differences,
+    load_for_inference,
+    read_configs,
+    seal_run_files,
+    verify_checkpoint,
+)
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
 
-__all__ = ["CheckpointError", "Checkpoints", "load_for_inference", "read_run_config"]
+__all__ = [
+    "CheckpointError", "Checkpoints", "complete_steps", "config_differences",
+    "load_for_inference", "read_run_config", "save_run_config", "save_run_files",
+    "verify_checkpoint",
+]  # fmt: skip
 
 
 def write_json(path: Path, obj) -> None:
@@ -28,6 +41,13 @@ def write_json(path: Path, obj) -> None:
 def save_run_files(run_dir: Path, cfg: TrainConfig, model: Config, tok: Tokenizer) -> None:
     write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model.to_dict()})
     tok.save(run_dir / "tokenizer")
+    seal_run_files(run_dir)
+
+
+def save_run_config(run_dir: Path, cfg: TrainConfig, model: Config) -> None:
+    """Rewrite config.json (a run continued for more steps), then the manifest."""
+    write_json(run_dir / "config.json", {"train": cfg.to_dict(), "model": model.to_dict()})
+    seal_run_files(run_dir)
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, Config]:

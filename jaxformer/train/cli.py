@@ -3,7 +3,8 @@
 jaxformer train                                  # the default preset (what `make train` runs)
 jaxformer train --preset tiny --steps 100        # a preset with overrides
 jaxformer train --data my_texts/ --out runs/mine --lr 1e-3
-jaxformer train --out runs/mine --resume         # continue where it stopped
+jaxformer train --out runs/mine --resume         # continue where it stopped (SIGTERM, Ctrl-C, kill)
+jaxformer train --out runs/mine --resume --steps 2000   # train a finished run further
 jaxformer train --mesh data=2,fsdp=2,tensor=2    # on 8 devices: data, FSDP and tensor parallel
 jaxformer train --coordinator HOST:PORT --num-processes N --process-id I   # on each of N hosts
 """
@@ -14,7 +15,15 @@ import argparse
 import dataclasses
 import sys
 
-from .config import HINTS, PRESETS, ConfigError, TrainConfig, base_type, parse_value
+from .config import (
+    HINTS,
+    MIN_EVAL_TOKENS,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+    base_type,
+    parse_value,
+)
 
 HELP = {
     "data": "a UTF-8 text file or a folder of them (default: the bundled Shakespeare)",
@@ -35,7 +44,11 @@ HELP = {
     "compute_dtype": "float32 or bfloat16 (f32 master weights either way)",
     "remat": "recompute activations in the backward pass: none, full, dots or names",
     "max_minutes": "stop cleanly after this many minutes of training (0 = no limit)",
-    "eval_batches": "batches per periodic eval (the final eval reads all of val)",
+    "eval_batches": f"batches per periodic eval, raised to hold {MIN_EVAL_TOKENS:,} val tokens "
+    "(a fixed subset, or all of val); the final eval reads all of val",
+    "decay_steps": "the LR schedule's length (0 = --steps); a run continued with --resume "
+    "--steps N keeps its schedule, then stays at --min_lr",
+    "seed": "the seed of the init and of the batches, in [0, 2**32)",
     "temperature": "sampling temperature of the final sample (0 = greedy)",
     "prompt": "the final sample's prompt (default: the first line of the val text)",
     "out": "the run directory (default: runs/<name>)",
@@ -60,7 +73,12 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", default="default", help="start from this preset (default: default)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest intact checkpoint (or start it); "
+        "with --steps N, train a finished run further",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     hosts = p.add_argument_group(
         "many processes",
@@ -100,6 +118,13 @@ def _parser(key: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .preempt import Preemption
+
+    with Preemption() as stop:  # from here on SIGTERM means: checkpoint, then exit 0
+        return _run(args, stop)
+
+
+def _run(args: argparse.Namespace, stop) -> int:
     from .process import keep_freed_memory
 
     keep_freed_memory()  # before JAX's threads first allocate
@@ -109,19 +134,37 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
     errors = (ConfigError, data.DataError, checkpoint.CheckpointError)
     errors += (MeshError, DistributedError)  # the mesh, the processes
+    run_dir = loop.run_dir_of(args.preset, overrides)
     try:
-        cfg = TrainConfig.preset(args.preset, **overrides)
         # before anything runs on a device: JAX must know all processes first
         initialize(args.coordinator, args.num_processes, args.process_id)
-        cfg = loop.resolve(cfg, args.resume, args.overwrite, explicit=set(overrides))
-        loop.train(cfg, resume=args.resume)
+        cfg, mode = loop.resolve(args.preset, overrides, args.resume, args.overwrite)
+        if mode == "done":
+            return 0
+        loop.train(cfg, resume=mode == "resume", stop=stop)
     except errors as e:
         print(f"jaxformer train: error: {e}", file=sys.stderr)
         return 2
     except loop.Diverged as e:
         print(f"jaxformer train: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the file system refused: a path, a permission, a full disk
+        print(f"jaxformer train: error: {os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("\njaxformer train: interrupted; continue with --resume", file=sys.stderr)
+        steps = checkpoint.complete_steps(run_dir)
+        how = (
+            f"the last checkpoint is step {steps[-1]}: continue with "
+            f"`jaxformer train --out {run_dir} --resume`"
+            if steps
+            else "no checkpoint was written yet: run the same command again to start over"
+        )
+        print(f"\njaxformer train: interrupted; {how}", file=sys.stderr)
         return 130
     return 0
+
+
+def os_error(e: OSError) -> str:
+    """An OSError as one line: what failed, on which path, and what to check."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot write or read{where}: {e.strerror or e}; check the path and its permissions"

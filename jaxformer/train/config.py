@@ -31,6 +31,11 @@ RESUMABLE = frozenset(
 )
 
 
+# A periodic eval reads a fixed subset of val, spread evenly over it, of at least this many
+# tokens (or all of val): with fewer, its noise can hide the trend (or reverse it).
+MIN_EVAL_TOKENS = 16_384
+
+
 class ConfigError(ValueError):
     """A training setting is invalid; the message names it and the fix."""
 
@@ -65,6 +70,7 @@ class TrainConfig(ModelSettings):
     batch_size: int = 32  # sequences per step, over all micro-batches and processes
     micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
     steps: int = 0  # the length of the run and its LR schedule; 0 = what fits in max_minutes
+    decay_steps: int = 0  # the LR schedule's length; 0 = steps (a continued run keeps its own)
     lr: float = 2e-3  # peak learning rate
     min_lr: float = 2e-4  # the cosine decays to this
     warmup_steps: int = 100
@@ -79,7 +85,7 @@ class TrainConfig(ModelSettings):
     max_minutes: float = 10.0  # the training time budget (steps and evals); 0 = none
     # -- evaluation, checkpoints, output ---------------------------------------------------
     eval_every: int = 250
-    eval_batches: int = 8  # batches per periodic eval; the final eval reads all of val
+    eval_batches: int = 8  # batches per periodic eval (≥ MIN_EVAL_TOKENS); the final: all of val
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
     log_every: int = 10  # progress-bar refresh, in steps (metrics are written every step)
@@ -112,14 +118,27 @@ class TrainConfig(ModelSettings):
             need(getattr(self, k) >= 1, k, "must be a positive integer")
         for k in ("checkpoint_every", "keep_checkpoints", "log_every"):
             need(getattr(self, k) >= 1, k, "must be a positive integer")
-        for k in ("steps", "warmup_steps", "sample_tokens", "seed"):
+        for k in ("steps", "decay_steps", "warmup_steps", "sample_tokens", "seed"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
+        need(
+            self.seed < 2**32,
+            "seed",
+            "must be below 2**32 (4294967296): the PRNG key holds 32 bits",
+        )
         for k in ("weight_decay", "grad_clip", "max_minutes", "temperature", "min_lr"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         need(self.lr > 0, "lr", "the learning rate must be positive")
         need(self.min_lr <= self.lr, "min_lr", f"must not exceed --lr {self.lr}")
         if self.steps:
-            need(self.warmup_steps <= self.steps, "warmup_steps", f"exceeds --steps {self.steps}")
+            n, key = (
+                (self.decay_steps, "decay_steps") if self.decay_steps else (self.steps, "steps")
+            )
+            need(
+                self.warmup_steps < n,
+                "warmup_steps",
+                f"must be less than --{key} {n} (the warm-up is part of the schedule); "
+                f"pass e.g. --warmup_steps {n // 10}",
+            )
         else:
             need(self.max_minutes > 0, "steps", "sizes the run to --max_minutes: set that too")
         need(0 <= self.beta1 < 1, "beta1", "must lie in [0, 1)")
@@ -156,6 +175,12 @@ class TrainConfig(ModelSettings):
             ) from None
 
     @property
+    def periodic_eval_batches(self) -> int:
+        """Batches per periodic eval: ``eval_batches``, raised to hold MIN_EVAL_TOKENS."""
+        tokens = (self.batch_size // self.micro_batches) * self.context
+        return max(self.eval_batches, -(-MIN_EVAL_TOKENS // tokens))
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
 
@@ -167,7 +192,7 @@ class TrainConfig(ModelSettings):
         return cls(**_known(d))
 
     @classmethod
-    def preset(cls, name: str = "default", **overrides) -> TrainConfig:
+    def preset(cls, name: str = "default", /, **overrides) -> TrainConfig:
         """The preset ``name`` with ``overrides`` applied, validated."""
         if name not in PRESETS:
             raise ConfigError(f"--preset {name!r}: no such preset; choose one of {list(PRESETS)}")

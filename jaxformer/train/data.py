@@ -7,7 +7,9 @@ encoded separately, so the val tokens decode to exactly the val text: bits per
 byte are measured on bytes the model never saw. Everything is cached under
 ``cache/<hash>/``, keyed by a hash of the corpus and the tokenizer settings, so a
 second run reads the token files instead of re-encoding; the directory is built
-in a temporary place and renamed, so a half-built cache is never used.
+in a temporary place, sealed with a ``SHA256SUMS`` of its files and renamed, so a
+half-built cache is never used, and every use verifies it first (a damaged one is
+refused, naming the file).
 
 A token file is ``MAGIC ‖ uint32 n ‖ JSON header (n bytes) ‖ tokens``: the header
 holds the dtype (uint16 when V ≤ 65536, else uint32), the token count, the
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_open
+from ..atomic import MANIFEST, Damaged, atomic_open, verify_manifest, write_manifest
 from ..tokenizer import Tokenizer
 from ..tokenizer.files import format_ranks
 from .config import TrainConfig
@@ -81,6 +83,8 @@ def read_text(path: str | os.PathLike) -> str:
                 f"--data: {f} is not UTF-8 text ({e.reason} at byte {e.start}); "
                 "convert it to UTF-8 or leave it out"
             ) from None
+        except OSError as e:
+            raise DataError(f"--data: cannot read {f} ({e.strerror or e}); check it") from None
     text = "\n\n".join(texts)
     if not text.strip():
         raise DataError(f"--data {str(path)!r}: the text is empty")
@@ -177,9 +181,14 @@ def prepare(cfg: TrainConfig, log=print) -> Corpus:
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cfg.cache) / key
-    if not (folder / "meta.json").is_file():
+    if not (folder / MANIFEST).is_file():
+        _check_cache(Path(cfg.cache))
         log(f"preparing {source} → {folder} (tokenizer and token files, once)")
         _build(folder, train_text, val_text, loaded, cfg.vocab_size, settings)
+    try:
+        verify_manifest(folder)
+    except Damaged as e:
+        raise DataError(f"{e}: the cache is damaged; delete it ({folder}) to rebuild it") from None
     meta = json.loads((folder / "meta.json").read_text())
     tok = _load_tokenizer(folder / "tokenizer")
     h = tokenizer_sha256(tok)
@@ -205,10 +214,25 @@ def _load_tokenizer(path) -> Tokenizer:
         raise DataError(f"--tokenizer {str(path)!r}: cannot load it ({e})") from None
 
 
+def _check_cache(cache: Path) -> None:
+    """Refuse a --cache that is a file or cannot be written, before anything is built."""
+    p = cache
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise DataError(f"--cache {cache}: {p} is a file, not a directory; choose another --cache")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise DataError(
+            f"--cache {cache}: {p} is not writable (permission denied); choose a writable --cache"
+        )
+
+
 def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, settings) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the cache private to one user
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the cache private to one user
     try:
         if tok is None:
             tok = Tokenizer.train(train_text, vocab_size)
@@ -220,12 +244,13 @@ def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, s
         bpb = 8 * len(bz2.compress(val_bytes, 9)) / len(val_bytes)
         meta = {**settings, "bzip2_bpb": bpb, "n_vocab": tok.n_vocab}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if folder.exists() and not (folder / "meta.json").is_file():
+        write_manifest(tmp)  # last: a folder with a manifest is complete
+        if folder.exists() and not (folder / MANIFEST).is_file():
             shutil.rmtree(folder)  # not ours to keep: a cache folder someone broke by hand
         try:
             os.replace(tmp, folder)
         except OSError:  # another process built it first: theirs is as good as ours
-            if not (folder / "meta.json").is_file():
+            if not (folder / MANIFEST).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

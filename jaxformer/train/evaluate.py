@@ -32,4 +32,5 @@ def make_evaluator(eval_step, corpus: data.Corpus, T: int, b: int, mesh):
             n_bytes += int(corpus.token_bytes[x[:, 1:]][msk].sum())
         return nll, n_tok, n_bytes
 
+    evaluate.windows = len(starts)  # all of val, in windows
     return evaluate

@@ -10,6 +10,17 @@ The run is a function of its config: batch k is a function of (seed, k), and the
 initial params of the seed, so a run resumed from the checkpoint at step k repeats
 the uninterrupted run's steps bit for bit (on one machine).
 
+Stopping and starting again (``resolve``, ``_intact_start``):
+  * SIGTERM saves a checkpoint at the next step boundary and returns, preempted;
+    Ctrl-C (KeyboardInterrupt) leaves the last complete checkpoint;
+  * resuming starts from the newest checkpoint whose files verify; newer damaged ones
+    are set aside in ``damaged/``, with a note, never deleted;
+  * a run directory without a complete checkpoint starts again, with a note, when its
+    command is run again (with or without --resume); one with a checkpoint is never
+    trained over without --overwrite;
+  * a finished run continues with ``--resume --steps N``: its schedule keeps its length
+    (``decay_steps``), then stays at min_lr.
+
 On one device the step is the library's jitted step. On a mesh of many devices
 (``--mesh``; across processes with ``--coordinator``) the same init and the same step
 run sharded (``jaxformer.parallel``) on global arrays: each process reads its own part
@@ -26,6 +37,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -57,44 +69,158 @@ from .budget import size_run
 from .config import RESUMABLE, ConfigError, TrainConfig
 from .evaluate import make_evaluator
 from .loss import bits_per_byte
+from .preempt import Preemption
 from .process import keep_freed_memory
 from .remat import build_model
 from .sharded import stepper
 
-# Fault injection for tests: the process kills itself (SIGKILL) right after this step.
+# Fault injection for tests: the process signals itself right after this step: "N" is
+# SIGKILL after step N, "N:TERM" SIGTERM, "N:INT" SIGINT (Ctrl-C).
 FAULT = "JAXFORMER_FAULT_AT_STEP"
+
+
+def _fault() -> tuple[int, int]:
+    at, _, name = os.environ.get(FAULT, "0").partition(":")
+    return int(at), getattr(signal, f"SIG{name or 'KILL'}")
 
 
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
 
 
-def resolve(cfg: TrainConfig, resume: bool, overwrite: bool, explicit: set[str]) -> TrainConfig:
-    """The config to run: ``cfg`` for a new run, the saved one (with loop-only changes) on
-    resume. Refuses to train over an existing run unless asked to."""
-    run_dir = cfg.run_dir
-    exists = (run_dir / "config.json").exists()
-    if resume:
-        if not exists:
-            raise ConfigError(f"--resume: {run_dir} holds no run to resume; drop --resume")
-        saved, _ = C.read_run_config(run_dir)
-        changed = {k for k in explicit if getattr(cfg, k) != getattr(saved, k)} - {"out", "name"}
-        if changed - RESUMABLE:
-            raise ConfigError(
-                f"--resume: {sorted(changed - RESUMABLE)} differ from the saved run; a resumed "
-                f"run keeps its settings except {sorted(RESUMABLE)}"
+def run_dir_of(preset: str, overrides: dict) -> Path:
+    """The run directory a command names: ``--out``, else ``runs/<--name or the preset>``."""
+    return Path(overrides.get("out") or f"runs/{overrides.get('name') or preset}")
+
+
+def resolve(
+    preset: str, overrides: dict, resume: bool = False, overwrite: bool = False, log=None
+) -> tuple[TrainConfig, str]:
+    """(the config to run, "new" | "resume" | "done"): the preset with ``overrides`` for a new
+    run; on ``resume`` the saved settings with the loop-only changes (or more steps). A run
+    directory without a complete checkpoint starts again, with a note; a run with one is
+    never trained over unless ``overwrite``; an error names the conflict and the fix."""
+    log = log or (_print if jax.process_index() == 0 else _silent)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+    run_dir = run_dir_of(preset, overrides)
+    _check_writable(run_dir, "--out")
+    state, latest = _state(run_dir)
+    if state == "foreign":
+        raise ConfigError(
+            f"--out {run_dir}: the directory holds files but no training run (no config.json); "
+            "choose a new or empty --out"
+        )
+    if resume and state == "started":
+        cfg = _resumed(run_dir, overrides, latest)
+        if latest >= cfg.steps and _intact(run_dir, latest):
+            log(
+                f"note   {run_dir} finished at step {latest} of {cfg.steps}: nothing to train; to "
+                f"continue it, pass --resume --steps N with N > {cfg.steps}"
             )
-        return saved.replace(out=str(run_dir), **{k: getattr(cfg, k) for k in changed})
-    if exists or (run_dir / "checkpoints").exists():
+            return cfg, "done"
+        return cfg, "resume"
+    cfg = TrainConfig.preset(preset, **overrides)  # a new run: every value checked first
+    if state == "unstarted":
+        log(
+            f"note   {run_dir} holds no complete checkpoint (its last run stopped before the "
+            "first): starting it again"
+        )
+    elif state == "started":
         if not overwrite:
-            raise ConfigError(
-                f"{run_dir} already holds a run: pass --resume to continue it, --overwrite "
-                "to start it again, or --out DIR for a new one"
-            )
-        if jax.process_index() == 0:
-            shutil.rmtree(run_dir)
+            raise ConfigError(f"{run_dir} already holds {_describe_run(run_dir, latest)}")
+    elif resume:
+        log(f"note   {run_dir} holds no run yet: starting it")
+    if state != "new" and jax.process_index() == 0:
+        keep = () if overwrite else ("damaged",)  # a restart keeps what it did not write
+        for p in run_dir.iterdir():
+            if p.name not in keep:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     barrier("train: run directory checked")  # no process writes before all looked
-    return cfg
+    return cfg, "new"
+
+
+def _intact(run_dir: Path, step: int) -> bool:
+    try:
+        C.verify_checkpoint(run_dir, step)
+        return True
+    except C.CheckpointError:  # a damaged last checkpoint: resuming falls back, and says so
+        return False
+
+
+def _state(run_dir: Path) -> tuple[str, int | None]:
+    """("new" | "foreign" | "unstarted" | "started", the latest complete checkpoint)."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "new", None
+    if not any((run_dir / n).exists() for n in _RUN_MARKS):
+        return "foreign", None
+    steps = C.complete_steps(run_dir)
+    return ("started", steps[-1]) if steps else ("unstarted", None)
+
+
+_RUN_MARKS = ("config.json", "checkpoints", "metrics.jsonl", "damaged")
+
+
+def _describe_run(run_dir: Path, latest: int) -> str:
+    """What is in the way of a new run, and the three ways on."""
+    try:
+        steps = C.read_run_config(run_dir)[0].steps
+    except C.CheckpointError:
+        steps = None
+    if steps is not None and latest >= steps:
+        return (
+            f"a finished run ({steps} steps): pass --resume --steps N (N > {steps}) to train it "
+            "further, --overwrite to start it again, or --out DIR for a new run"
+        )
+    return (
+        f"a run stopped at step {latest}" + (f" of {steps}" if steps else "")
+        + ": pass --resume to continue it, --overwrite to start it again, or --out DIR for a "
+        "new run"
+    )  # fmt: skip
+
+
+def _resumed(run_dir: Path, overrides: dict, latest: int) -> TrainConfig:
+    """The saved settings of the run in ``run_dir`` with ``overrides``: loop-only keys may
+    change, and ``steps`` may grow (the schedule keeps its length, then stays at min_lr)."""
+    saved = C.read_run_config(run_dir)[0]
+    changed = {
+        k: v for k, v in overrides.items() if k not in ("out", "name") and v != getattr(saved, k)
+    }
+    steps = changed.pop("steps", None)
+    if conflicts := sorted(set(changed) - RESUMABLE):
+        said = "; ".join(
+            f"--{k} {changed[k]!r}, but it was trained with {getattr(saved, k)!r}"
+            for k in conflicts
+        )
+        raise ConfigError(
+            f"--resume {run_dir}: {said}; a resumed run keeps its settings (it may change only "
+            f"the loop's, such as --max_minutes or --eval_every, and extend --steps): drop "
+            f"{', '.join('--' + k for k in conflicts)}, or start a new run with --out DIR"
+        )
+    if steps is not None:
+        if steps < saved.steps:
+            raise ConfigError(
+                f"--resume --steps {steps}: the run in {run_dir} is {saved.steps} steps long "
+                f"(checkpoint at step {latest}), and a resumed run can only be extended: pass "
+                f"--steps greater than {saved.steps}, or drop --steps"
+            )
+        changed |= {"steps": steps, "decay_steps": saved.decay_steps or saved.steps}
+    return saved.replace(out=str(run_dir), **changed)
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse a path that is a file, or whose nearest existing folder cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, not a directory; choose another {flag}")
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"{flag} {path}: {p} is a file, so no directory can be made there")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{flag} {path}: {p} is not writable (permission denied); choose a writable {flag}"
+        )
 
 
 def _print(line: str) -> None:
@@ -131,17 +257,23 @@ class _Run:
     log: Callable
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=_print) -> dict:
-    """Train as ``cfg`` says, into ``cfg.run_dir``; returns a summary of the run."""
+def train(cfg: TrainConfig, resume: bool = False, log=_print, stop: Preemption | None = None):
+    """Train as ``cfg`` says, into ``cfg.run_dir``; returns a summary of the run. SIGTERM
+    stops it at the next step boundary with a checkpoint (``summary["preempted"]``);
+    ``stop``: a ``Preemption`` already entered (by the command, before its imports)."""
     keep_freed_memory()
     t_start = time.time()
-    run = _setup(cfg, resume, log)
-    start, params, opt_state, train_step = _start(run, resume)
-    cfg = run.cfg  # sized to the time budget on a new run
-    run.log(_announce(run, params, start, resume))
-    progress = _Progress(run, start, resume)
-    k, stopped, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start, resume)
-    return _finish(run, progress, k, stopped, tok_s, train_s, t_start)
+    with stop or Preemption() as stop:
+        run = _setup(cfg, resume, log)
+        start, params, opt_state, train_step = _start(run, resume)
+        cfg = run.cfg  # sized to the time budget on a new run
+        run.log(_announce(run, params, start, resume))
+        progress = _Progress(run, start, resume)
+        k, why, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start,
+                                       resume, stop)  # fmt: skip
+    if why == "preempted":
+        return _preempted(run, progress, k)
+    return _finish(run, progress, k, why == "budget", tok_s, train_s, t_start)
 
 
 def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
@@ -178,25 +310,22 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
 
 
 def _start(run: _Run, resume: bool):
-    """(start step, params, opt_state, train_step): restored on resume, else drawn from the
-    seed (and the run sized to its time budget when ``--steps 0``)."""
+    """(start step, params, opt_state, train_step): restored from the newest intact
+    checkpoint on resume, else drawn from the seed (and the run sized to its time budget
+    when ``--steps 0``)."""
     cfg, mesh = run.cfg, run.mesh
     if resume:
-        start = run.ckpt.latest()
-        if start is None:
-            raise C.CheckpointError(f"--resume: {cfg.run_dir} holds no complete checkpoint yet")
+        start = _intact_start(run)
+        meta = run.ckpt.meta(start)
+        _check_saved_with(run, start, meta)
         opt = optim.optimizer(cfg)
         opt_targets = abstract_opt_state(opt, run.targets)
-        params, opt_state, meta = run.ckpt.restore(start, run.targets, opt_targets)
-        if meta["sampler"] != {"seed": cfg.seed, "step": start}:
-            raise C.CheckpointError(
-                f"{cfg.run_dir}: checkpoint {start} has a foreign sampler state"
-            )
-        if meta["tokenizer_sha256"] != run.corpus.tokenizer_sha256:
-            raise C.CheckpointError(
-                f"--resume: the corpus or tokenizer changed since {cfg.run_dir} was trained "
-                f"(the tokenizer's hash differs); train a new run with --out DIR"
-            )
+        params, opt_state, _ = run.ckpt.restore(start, run.targets, opt_targets, verified=True)
+        if run.lead:  # a run continued for more steps records its new length
+            saved, _ = C.read_run_config(cfg.run_dir)
+            if (saved.steps, saved.decay_steps) != (cfg.steps, cfg.decay_steps):
+                longer = saved.replace(steps=cfg.steps, decay_steps=cfg.decay_steps)
+                C.save_run_config(cfg.run_dir, longer, run.mcfg)
         return start, params, opt_state, stepper(run.model, opt, cfg.compute_dtype, mesh)[0]
     key = jax.random.key(cfg.seed)
     params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
@@ -207,6 +336,60 @@ def _start(run: _Run, resume: bool):
     if run.lead:
         C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
     return 0, params, init_opt(params), train_step
+
+
+def _intact_start(run: _Run) -> int:
+    """The newest checkpoint whose files verify (process 0 checks, every process takes its
+    answer). Newer ones that are damaged or were never sealed are set aside, never deleted,
+    each with a note."""
+    ck, lead = run.ckpt, run.lead
+    step, damaged = ck.newest_intact() if lead else (None, [])
+    step = from_lead(-1 if step is None else step)
+    if step < 0:
+        first = damaged[0][1] if damaged else "none is complete"
+        raise C.CheckpointError(
+            f"--resume: no checkpoint of {run.cfg.run_dir} is intact ({first}); nothing was "
+            "changed: pass --overwrite to start the run again"
+        )
+    if lead:
+        for s, why in damaged:
+            run.log(f"note   {why}; set aside, kept, as {ck.set_aside(s)}")
+        for s in ck.unsealed(after=step):
+            run.log(f"note   checkpoint {s} was never sealed; set aside as {ck.set_aside(s)}")
+        if damaged:
+            run.log(f"note   resuming from checkpoint {step}, the newest intact one")
+    barrier("train: checkpoints checked")
+    ck.reload()
+    return step
+
+
+# What a checkpoint must agree on with the run it resumes: all but the loop's settings and
+# where things are (the run's length may grow; the tokenizer is compared by its hash).
+_WHERE = {"out", "name", "cache", "data", "tokenizer", "steps", "decay_steps"}
+
+
+def _check_saved_with(run: _Run, step: int, meta: dict) -> None:
+    cfg = run.cfg
+    if meta.get("sampler") != {"seed": cfg.seed, "step": step}:
+        raise C.CheckpointError(
+            f"{cfg.run_dir}: checkpoint {step} has a foreign sampler state "
+            f"{meta.get('sampler')!r}; it belongs to another run"
+        )
+    ours = cfg.to_dict()
+    keys = sorted(set(ours) - RESUMABLE - _WHERE)
+    diff = C.config_differences(meta.get("train", ours), ours, keys)
+    diff += C.config_differences(meta.get("model", run.mcfg.to_dict()), run.mcfg.to_dict())
+    if diff:
+        raise C.CheckpointError(
+            f"--resume: checkpoint {step} of {cfg.run_dir} was saved by another configuration "
+            f"than the run's config.json ({'; '.join(diff[:4])}, checkpoint vs config.json); "
+            "it is refused: start a new run with --out DIR"
+        )
+    if meta.get("tokenizer_sha256") != run.corpus.tokenizer_sha256:
+        raise C.CheckpointError(
+            f"--resume: the corpus or tokenizer changed since {cfg.run_dir} was trained "
+            f"(the tokenizer's hash differs); train a new run with --out DIR"
+        )
 
 
 def _announce(run: _Run, params, start: int, resume: bool) -> str:
@@ -229,15 +412,18 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
 
 
 class _Progress:
-    """The bar, the metrics file, the evals and the MFU of a run (process 0 writes)."""
+    """The bar, the metrics file, the evals, throughput and MFU of a run (process 0 writes).
+
+    Throughput counts the training steps only, from the step after the first (which
+    compiles): neither compiling, evals nor checkpoints. The bar, and so its ETA, starts
+    once the first step is done."""
 
     def __init__(self, run: _Run, start: int, resume: bool):
         cfg = run.cfg
         self.run, self.show = run, cfg.progress and run.lead
         self.metrics = report.Metrics(cfg.run_dir / "metrics.jsonl", start if resume else None)
         self.metrics = self.metrics if run.lead else _NoMetrics()
-        self.bar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not self.show,
-                        leave=False)  # fmt: skip
+        self.bar = None
         # The peak is re-measured at every eval and kept at its best: on a shared machine one
         # measurement can land in a busy moment, which would overstate the MFU. It is one
         # device's, times the devices (CPU devices forced by XLA_FLAGS share their cores).
@@ -245,28 +431,55 @@ class _Progress:
         cpu = jax.default_backend() == "cpu"
         self.chips = jax.process_count() if cpu else run.mesh.size
         self.flops = report.flops_per_token(run.model, cfg.context)
+        self.timed_steps, self.step_s = 0, 0.0  # steps after the first, and their seconds
         self.params = None  # the final params, once the loop has run
 
+    def step(self, k: int, seconds: float, loss: float) -> None:
+        """Step ``k`` is done in ``seconds`` (its batch, the step and the sync of its loss)."""
+        cfg = self.run.cfg
+        if self.bar is None:  # the first step compiled: the bar and its ETA start here
+            self.bar = tqdm(total=cfg.steps, initial=k, unit="step", disable=not self.show,
+                            leave=False)  # fmt: skip
+            return
+        self.timed_steps += 1
+        self.step_s += seconds
+        self.bar.update(1)
+        if k % cfg.log_every == 0 or k == cfg.steps:
+            tok_s = self.tokens_per_s()
+            self.bar.set_postfix_str(
+                f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {self.mfu(tok_s):.1%}"
+            )
+
+    def tokens_per_s(self) -> float:
+        cfg = self.run.cfg
+        return self.timed_steps * cfg.batch_size * cfg.context / self.step_s if self.step_s else 0.0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
     def say(self, line: str) -> None:
-        self.bar.write(line) if self.show else self.run.log(line)
+        self.bar.write(line) if self.show and self.bar is not None else self.run.log(line)
 
     def mfu(self, tok_s: float) -> float:
         return tok_s * self.flops / (self.peak * self.chips)
 
     def evaluate(self, params, k: int, full: bool) -> dict:
-        corpus = self.run.corpus
+        corpus, cfg = self.run.corpus, self.run.cfg
         self.peak = max(self.peak, report.measure_peak_flops())
-        nll, n_tok, n_bytes = self.run.evaluate(params, None if full else self.run.cfg.eval_batches)
+        nll, n_tok, n_bytes = self.run.evaluate(params, None if full else cfg.periodic_eval_batches)
         r = {
             "step": k, "val_loss": nll / n_tok, "val_ppl": math.exp(min(nll / n_tok, 50)),
             "val_bpb": bits_per_byte(nll, n_bytes), "bzip2_bpb": corpus.bzip2_bpb,
             "val_tokens": n_tok,
         }  # fmt: skip
         self.metrics.write(r)
+        b = cfg.batch_size // cfg.micro_batches
+        every = full or cfg.periodic_eval_batches * b >= self.run.evaluate.windows
         self.say(
             f"eval   step {k:>6}: val loss {r['val_loss']:.4f}  ppl {r['val_ppl']:.2f}  "
             f"bits/byte {r['val_bpb']:.4f} (bzip2 -9: {corpus.bzip2_bpb:.4f})"
-            + ("  [all of val]" if full else f"  [{n_tok:,} val tokens]")
+            + ("  [all of val]" if every else f"  [a fixed {n_tok:,} of val's tokens]")
         )
         return r
 
@@ -278,18 +491,20 @@ def _save(run: _Run, k: int, params, opt_state) -> None:
     run.ckpt.save(k, params, opt_state, meta)
 
 
-def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, resume):
-    """The steps from ``start`` to the end (or the time budget), saving as they go; the
-    final params are saved and left in ``progress.params``. (last step, stopped early,
-    tokens/s over the steps after the first, seconds of training)."""
-    cfg, T, lr = run.cfg, run.cfg.context, optim.schedule(run.cfg)
-    k, stopped, saved = start, False, start if resume else None
-    fault = int(os.environ.get(FAULT, 0))
-    t_loop, t_mark, k_mark = time.time(), None, start
+def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, resume, stop):
+    """The steps from ``start`` to the end, the time budget or a SIGTERM, saving as they
+    go; the last params are saved and left in ``progress.params``. (last step, why it
+    stopped: "end" | "budget" | "preempted", tokens/s over the training steps, seconds)."""
+    cfg, lr = run.cfg, optim.schedule(run.cfg)
+    k, why, saved = start, "end", start if resume else None
+    fault, fault_signal = _fault()
+    t_loop, t_budget = time.time(), None
     try:
         while k < cfg.steps:
+            t0 = time.perf_counter()
             params, opt_state, m = train_step(params, opt_state, run.batch(k))
             loss, gnorm = float(m["loss"]), float(m["grad_norm"])
+            seconds = time.perf_counter() - t0
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 raise _diverged(run, k, loss, gnorm)
             k += 1
@@ -297,35 +512,45 @@ def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, 
                 {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
                 | {"time": round(time.time() - t_loop, 3)}
             )
-            if k == fault:  # a test's kill -9 at a known step, once its metrics line is out
-                os.kill(os.getpid(), signal.SIGKILL)
-            progress.bar.update(1)
-            if t_mark is None:  # the first step compiled: time (and the budget) from here
-                t_mark, k_mark = time.time(), k
-            elif k % cfg.log_every == 0 or k == cfg.steps:
-                tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
-                progress.bar.set_postfix_str(
-                    f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {progress.mfu(tok_s):.1%}"
-                )
+            if k == fault:  # a test's signal at a known step, once its metrics line is out
+                os.kill(os.getpid(), fault_signal)
+            progress.step(k, seconds, loss)
+            t_budget = t_budget or time.time()  # the budget counts from the first step's end
             if k % cfg.eval_every == 0 and k < cfg.steps:
                 progress.evaluate(params, k, full=False)
             if k % cfg.checkpoint_every == 0 and k < cfg.steps:
                 _save(run, k, params, opt_state)
                 saved = k
-            if cfg.max_minutes and k < cfg.steps and _spent(t_mark, cfg.max_minutes):
-                stopped = True
-                progress.say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
+            if k < cfg.steps and (why := _stop_reason(cfg, t_budget, stop)) != "end":
+                if why == "budget":
+                    progress.say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
                 break
     finally:
-        progress.bar.close()
+        progress.close()
     train_s = time.time() - t_loop
-    tok_s = 0.0
-    if t_mark is not None and k > k_mark:
-        tok_s = (k - k_mark) * cfg.batch_size * T / (time.time() - t_mark)
     if saved != k:
         _save(run, k, params, opt_state)
     progress.params = params
-    return k, stopped, tok_s, train_s
+    return k, why, progress.tokens_per_s(), train_s
+
+
+def _stop_reason(cfg: TrainConfig, t_budget: float, stop: Preemption) -> str:
+    """Why to stop after this step: "preempted" (SIGTERM), "budget" (--max_minutes spent)
+    or "end" (go on), by process 0's signal and clock: every process stops at once."""
+    spent = cfg.max_minutes and time.time() - t_budget > 60 * cfg.max_minutes
+    return ("end", "budget", "preempted")[from_lead(2 if stop.requested else int(bool(spent)))]
+
+
+def _preempted(run: _Run, progress: _Progress, k: int) -> dict:
+    """After a SIGTERM: the checkpoint of step ``k`` is written; say how to go on."""
+    progress.metrics.close()
+    run.ckpt.wait()
+    run.ckpt.close()
+    run.log(
+        f"stop   step {k} of {run.cfg.steps}: SIGTERM; checkpoint {k} saved. Resume with: "
+        f"jaxformer train --out {run.cfg.run_dir} --resume"
+    )
+    return {"step": k, "steps": run.cfg.steps, "preempted": True, "run_dir": str(run.cfg.run_dir)}
 
 
 def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
@@ -335,8 +560,8 @@ def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
         f"step {k + 1}: the loss is {loss} and the gradient norm {gnorm}; training "
         f"stopped. The last good checkpoint is "
         + (f"step {good} in {run.ckpt.dir}" if good is not None else "none (no save yet)")
-        + ": lower --lr or raise --warmup_steps, then start again"
-        + (" (or --resume)" if good is not None else "")
+        + ": lower --lr or raise --warmup_steps, then run the command again"
+        + (" with --overwrite (resuming would repeat the same steps)" if good is not None else "")
     )
 
 
@@ -398,11 +623,6 @@ def _mesh(text: str, resume: bool):
     except MeshError as e:
         hint = " (a resumed run keeps its saved --mesh unless given another)" if resume else ""
         raise MeshError(f"--mesh {text!r}: {e}{hint}") from None
-
-
-def _spent(t0: float, minutes: float) -> bool:
-    """Whether the time budget is spent, by process 0's clock: every process stops at once."""
-    return from_lead(time.time() - t0 > 60 * minutes)
 
 
 def _show(mesh) -> str:

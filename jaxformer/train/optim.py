@@ -3,7 +3,10 @@
     g ← g · min(1, c / ‖g‖₂)
     θ ← θ − η_k (Adam(g) + λ θ ⊙ [θ is a matrix W_*])
     η_k = η · k / k_w                                        k < k_w  (linear warmup)
-        = η_min + (η − η_min) · (1 + cos(π (k − k_w) / (K − k_w))) / 2     after
+        = η_min + (η − η_min) · (1 + cos(π (k − k_w) / (K − k_w))) / 2     k < K
+        = η_min                                                  after (a continued run)
+
+with K = ``decay_steps`` or ``steps``.
 
 Weight decay applies to the matrices only (every ``W_*``: W_E, W_pos, W_Q, …, as in
 GPT-2 and nanoGPT) and never to gains and biases (γ, β, b_*), which set scales and
@@ -24,7 +27,7 @@ def schedule(cfg: TrainConfig) -> optax.Schedule:
         init_value=0.0,
         peak_value=cfg.lr,
         warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.steps,
+        decay_steps=cfg.decay_steps or cfg.steps,  # then η_min: a continued run's tail
         end_value=cfg.min_lr,
     )
 

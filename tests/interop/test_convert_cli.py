@@ -61,7 +61,7 @@ def test_convert_a_run_to_hf(gpt2, tmp_path, capsys):
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok("to be, or not")["input_ids"] == tok.encode("to be, or not")
 
-    assert main(["convert", "--to-hf", str(tmp_path / "run"), "--out", str(out)]) == 1
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), "--out", str(out)]) == 2
     assert "overwrite" in capsys.readouterr().err
 
 

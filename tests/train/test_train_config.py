@@ -116,30 +116,56 @@ def test_cli_rejects_a_mesh_that_does_not_fit_the_devices(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_refuses_to_resume_nothing_and_to_overwrite_silently(capsys, tmp_path):
+def _saved_run(run, cfg, step=10):
+    """A run directory as training leaves it (run files, one complete checkpoint's marks)."""
+    from jaxformer.tokenizer import Tokenizer
+    from jaxformer.train.checkpoint import save_run_files
+
+    save_run_files(run, cfg, cfg.model_config(258), Tokenizer.train("ab " * 20, 258))
+    ckpt = run / "checkpoints" / str(step)
+    ckpt.mkdir(parents=True)
+    (ckpt / "_CHECKPOINT_METADATA").write_text("{}")
+    (ckpt / "SHA256SUMS").write_text("")
+
+
+def test_cli_refuses_to_overwrite_a_run_silently(capsys, tmp_path):
     run = tmp_path / "run"
-    _fails(["--out", str(run), "--resume"], capsys, "no run to resume")
-    run.mkdir()
-    (run / "config.json").write_text("{}")
-    _fails(["--out", str(run)], capsys, "already holds a run", "--resume", "--overwrite")
+    _saved_run(run, TrainConfig.preset("tiny", out=str(run)))
+    _fails(["--out", str(run)], capsys, "holds a run stopped at step 10 of 40", "--resume",
+           "--overwrite")  # fmt: skip
 
 
-def test_resume_refuses_changed_model_settings(capsys, tmp_path):
-    from jaxformer.train.checkpoint import write_json
+def test_resume_refuses_changed_model_settings(tmp_path):
     from jaxformer.train.loop import resolve
 
     cfg = TrainConfig.preset("tiny", out=str(tmp_path))
-    write_json(tmp_path / "config.json", {"train": cfg.to_dict(), "model": {}})
-    with pytest.raises(ConfigError, match=r"\['d_model'\] differ from the saved run"):
-        resolve(cfg.replace(d_model=64), resume=True, overwrite=False, explicit={"d_model"})
-    ok = resolve(cfg.replace(max_minutes=1.0), True, False, explicit={"max_minutes"})
-    assert ok.max_minutes == 1.0 and ok.d_model == cfg.d_model
+    _saved_run(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"--d_model 64, but it was trained with 32"):
+        resolve("tiny", {"out": str(tmp_path), "d_model": 64}, resume=True)
+    with pytest.raises(ConfigError, match=r"--steps 20: the run in .* is 40 steps long"):
+        resolve("default", {"out": str(tmp_path), "steps": 20}, resume=True)
+    ok, mode = resolve("default", {"out": str(tmp_path), "max_minutes": 1.0}, resume=True)
+    assert mode == "resume" and ok.max_minutes == 1.0 and ok.d_model == cfg.d_model
+    longer, _ = resolve("tiny", {"out": str(tmp_path), "steps": 60}, resume=True)
+    assert (longer.steps, longer.decay_steps) == (60, 40)  # the schedule keeps its length
 
 
 def test_resume_may_change_the_mesh(tmp_path):
-    from jaxformer.train.checkpoint import write_json
     from jaxformer.train.loop import resolve
 
     cfg = TrainConfig.preset("tiny", out=str(tmp_path), mesh="fsdp=2,tensor=2")
-    write_json(tmp_path / "config.json", {"train": cfg.to_dict(), "model": {}})
-    assert resolve(cfg.replace(mesh="data=-1"), True, False, explicit={"mesh"}).mesh == "data=-1"
+    _saved_run(tmp_path, cfg)
+    got, _ = resolve("tiny", {"out": str(tmp_path), "mesh": "data=-1"}, resume=True)
+    assert got.mesh == "data=-1"
+
+
+def test_a_run_without_a_complete_checkpoint_starts_again(tmp_path):
+    from jaxformer.train.loop import resolve
+
+    notes = []
+    (tmp_path / "run" / "checkpoints" / "3.orbax-checkpoint-tmp").mkdir(parents=True)
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}")
+    for resume in (False, True):
+        cfg, mode = resolve("tiny", {"out": str(tmp_path / "run")}, resume, log=notes.append)
+        assert mode == "new" and not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert "holds no complete checkpoint" in notes[0] and len(notes) == 2

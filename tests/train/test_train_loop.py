@@ -15,6 +15,7 @@ import pytest
 from val_reference import val_reference
 
 from jaxformer.cli import main
+from jaxformer.rundir import seal_run_files
 from jaxformer.train import step as step_module
 from jaxformer.train.checkpoint import Checkpoints, load_for_inference
 from jaxformer.train.data import bundled_corpus
@@ -78,7 +79,7 @@ def runs(corpus, tmp_path_factory):
     a = _spawn(_args(corpus, whole))
     b = _spawn(_args(corpus, cut), fault_at=KILL_AT)
     out, _ = b.communicate(timeout=900)
-    assert b.returncode == -signal.SIGKILL, f"the run was not killed at step {KILL_AT}:\n{out}"
+    assert b.returncode == -signal.SIGKILL, f"{FAULT}={KILL_AT} did not kill the run:\n{out}"
     killed_at = max(r["step"] for r in read_metrics(cut / "metrics.jsonl"))
     checkpoints = sorted(_complete_steps(cut))
     resumed = _finish(_spawn(_args(corpus, cut, "--resume")))
@@ -172,5 +173,7 @@ def test_resume_refuses_a_changed_corpus(runs, corpus, tmp_path, capsys):
     cfg = json.loads((copy / "config.json").read_text())
     cfg["train"]["data"] = str(other)  # as if the file at the run's data path had been edited
     (copy / "config.json").write_text(json.dumps(cfg))
-    assert main(["train", "--out", str(copy), "--resume", "--progress", "false"]) == 2
+    seal_run_files(copy)  # an edit by hand is refused as damage: this one re-seals the run
+    more = ["--steps", str(STEPS + 10)]  # the run is finished: continue it for 10 more steps
+    assert main(["train", "--out", str(copy), "--resume", *more, "--progress", "false"]) == 2
     assert "the corpus or tokenizer changed" in capsys.readouterr().err
