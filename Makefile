@@ -21,11 +21,13 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 train: $(VENV)/.installed
 	$(BIN)/jaxformer train $(ARGS)
 
+# --dist loadfile: a test file runs on one worker, so a module's fixture (a subprocess
+# run, a trained model) is built once. (pytest 9 ignores xdist's loadgroup marks.)
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix

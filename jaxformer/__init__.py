@@ -8,21 +8,24 @@ The combinator f + g is ``jaxformer.core.parallel``; ``jaxformer.parallel`` is t
 sharding package (meshes, sharded init and step).
 """
 
-from . import describe  # noqa: F401  (fills core's display hook: maps show in notebooks)
-from .core import (
-    Map,
-    Real,
-    ShapeError,
-    Space,
-    Tokens,
-    compose,
-    repeat,
-    residual,
-    scope,
-    tie,
-    tokenwise,
-)
-from .models import Config, build, logits
+from .interrupts import deferred_while_importing
+
+with deferred_while_importing():  # a Ctrl-C while jax loads: exit 130 once it has
+    from . import describe  # noqa: F401  (fills core's display hook: maps show in notebooks)
+    from .core import (
+        Map,
+        Real,
+        ShapeError,
+        Space,
+        Tokens,
+        compose,
+        repeat,
+        residual,
+        scope,
+        tie,
+        tokenwise,
+    )
+    from .models import Config, build, logits
 
 __version__ = "0.1.0"
 __all__ = [

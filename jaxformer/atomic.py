@@ -127,7 +127,9 @@ def read_manifest(root: str | os.PathLike) -> dict[str, str]:
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise Damaged(path, "missing: the files were never completely written") from None
+        raise Damaged(
+            path, "missing: the files were never completely written (or not by this jaxformer)"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise Damaged(path, f"unreadable ({e})") from None
     sums = {}

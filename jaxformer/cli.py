@@ -11,7 +11,6 @@ spelled ``--a_b`` or ``--a-b``, and an unknown flag gets the nearest known one a
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import difflib
 import importlib
@@ -19,6 +18,8 @@ import os
 import signal
 import sys
 import threading
+
+from . import interrupts
 
 COMMANDS = (
     "jaxformer.train.cli",  # train
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``jaxformer ARGV`` (``sys.argv`` when None, as the installed command does)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, _on_sigint)
+        previous = signal.signal(signal.SIGINT, interrupts.on_sigint)
     try:
         args = parser().parse_args(argv)
         code = int(args.run(args) or 0)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        _interrupt.pending = False
+        interrupts.settled()
     if code == 130 and argv is None:
         # After Ctrl-C, XLA's and orbax's threads may be mid-call: tearing the interpreter
         # down around them can crash (SIGSEGV). Everything worth keeping is on disk.
@@ -115,36 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(130)
     return code
-
-
-class _interrupt:
-    pending = False  # a Ctrl-C not yet seen through to its exit
-
-
-def _on_sigint(signum, frame) -> None:
-    """Ctrl-C: KeyboardInterrupt. Never inside an import, where it would break a C
-    extension's initialisation half-way: there it comes again 50 ms later. And again
-    every half second until the command ends, since a callback (such as the garbage
-    collector's) may swallow it."""
-    _interrupt.pending = True
-    f = frame
-    while f is not None:
-        if f.f_code.co_filename.startswith("<frozen importlib"):
-            _again(0.05)
-            return
-        f = f.f_back
-    _again(0.5)
-    raise KeyboardInterrupt
-
-
-def _again(seconds: float) -> None:
-    def fire():
-        if _interrupt.pending:
-            _thread.interrupt_main(signal.SIGINT)
-
-    t = threading.Timer(seconds, fire)
-    t.daemon = True
-    t.start()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,17 @@ def complete_steps(run_dir: str | os.PathLike) -> list[int]:
     return sorted(done)
 
 
+def committed_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The steps orbax committed in ``run_dir``, sealed or not (one saved by a jaxformer
+    older than the manifests is not), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(
+        int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / _MARKER).is_file()
+    )
+
+
 def verify_checkpoint(run_dir: str | os.PathLike, step: int) -> None:
     """Check every file of checkpoint ``step`` of ``run_dir`` against its manifest (and
     orbax's own metadata for being readable); a ``CheckpointError`` names the first bad one."""
@@ -279,6 +290,7 @@ def seal_run_files(run_dir: str | os.PathLike) -> None:
 
 
 def verify_run_files(run_dir: str | os.PathLike, names=RUN_FILES) -> None:
+    """Check the run files ``names`` against the run's manifest, as a ``CheckpointError``."""
     try:
         verify_manifest(run_dir, names)
     except Damaged as e:

@@ -67,3 +67,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if CI and any(_is_shared(r) for r in _skips) and not hasattr(session.config, "workerinput"):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- the order: the files with slow tests first ------------------------------------------
+# `make test` sends each file to one worker (--dist loadfile) in collection order; the long
+# files first, then the many short ones fill in, so neither worker is left with a long
+# file at the end while the other waits (longest first: the classic packing rule).
+def pytest_collection_modifyitems(config, items):
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: each file keeps its order

@@ -44,3 +44,29 @@ def load_hf(path):
 def rel(got, want) -> float:
     """max |got − want| / max |want|."""
     return float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+
+
+def hf_greedy(hf, prompt: list[int], n: int) -> np.ndarray:
+    """transformers' greedy ``generate``: the n ids after ``prompt``."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                          do_sample=False)  # fmt: skip
+    return out[0, len(prompt) :].numpy()
+
+
+def random_export(model, path, seed: int, embed_scale: float):
+    """(params, the export loaded by transformers) of a jaxformer ``model`` with every
+    parameter random (gains ≠ 1 and biases ≠ 0 too), the embedding ×``embed_scale``
+    (logits of about 5–10)."""
+    import jax
+
+    from jaxformer.core import is_param
+    from jaxformer.interop import to_hf
+
+    rng = np.random.default_rng(seed)
+    draw = lambda p: (p.fill + 0.3 * rng.standard_normal(p.shape)).astype(np.float32)
+    params = jax.tree.map(draw, model.spec(), is_leaf=is_param)
+    params["embed"]["W_E"] *= embed_scale
+    to_hf(model, params, path)
+    return params, load_hf(path)

@@ -14,10 +14,10 @@ import io
 import re
 import shlex
 import sys
+from pathlib import Path
 
 import jax
 import pytest
-from conftest import REPO
 
 from jaxformer.cli import main, parser
 from jaxformer.models import build
@@ -26,6 +26,10 @@ from jaxformer.train import TrainConfig
 from jaxformer.train.checkpoint import Checkpoints, save_run_files
 from jaxformer.train.data import bundled_corpus, prepare
 from jaxformer.train.optim import optimizer
+
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Train commands that start a new run: bounded to seconds (the last value of a flag wins).
 BOUNDED = ["--steps", "2", "--warmup_steps", "0", "--max_minutes", "0", "--progress", "false"]

@@ -6,7 +6,11 @@ The circuits read a model the way ``jaxformer.models.layout`` names its parts:
 
 with the maps named ``embed``, ``pos``, ``blocks`` (a ``Repeat``), ``blocks.ln1``,
 ``blocks.attn``, ``blocks.ln2``, ``blocks.mlp``, ``ln_f`` and ``unembed``. Any family
-that keeps those names, and a model assembled by hand under them, is read the same way.
+that keeps those names, and a model assembled by hand under them, is read the same way;
+what its structure breaks of the circuits' identities (a post-norm block, soft-capped
+logits, QK-norm) is recorded at once (``structure.py``) and refused where it is needed.
+A parallel block (x + A(N_1 x) + M(N_2 x), GPT-NeoX) keeps every identity: its heads and
+its MLP read the block's input, as the sums assume; it only has no ``resid_mid``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..layers import Attention, Embedding, LearnedPositions, SinusoidalPositions
 from ..layers.positional import sinusoid_table
 from ..models import layout as N
 from ..models import validate_tokens
+from .structure import refusals
 
 # Anatomy's fields and the paths of the parts they hold.
 PARTS = {
@@ -57,6 +62,9 @@ class Anatomy:
     unembed: Unembedding
     tied: bool
 
+    refusals: tuple[tuple[str, str], ...] = ()  # (identity, why it fails): structure.py
+    parallel: bool = False  # x + A(N_1 x) + M(N_2 x): both branches read the block's input
+
     @classmethod
     def of(cls, model: Map) -> Anatomy:
         parts = {k: _find(model, p) for k, p in PARTS.items()}
@@ -70,15 +78,17 @@ class Anatomy:
         pos = parts["pos"]
         if pos is not None and not isinstance(pos, (LearnedPositions, SinusoidalPositions)):
             raise ValueError(f"{model.name}: unknown positional map {pos!r}")
-        block = dict(parts["blocks"].walk())
-        if parts["mlp"] is not None and not any(p.endswith(N.RESID_MID) for p in block):
-            raise ValueError(
-                f"{model.name}: its blocks add attention and MLP in parallel "
-                "(x + A(N₁x) + M(N₂x)): the MLP does not read the attention's write, so the "
-                "circuits' path expansion, patching and attribution (which follow "
-                "resid_mid) do not apply"
-            )
-        return cls(**parts, tied=any(isinstance(m, Tie) for _, m in maps(model)))
+        why, parallel = refusals(model, parts["blocks"], parts)
+        tied = any(isinstance(m, Tie) for _, m in maps(model))
+        return cls(**parts, tied=tied, refusals=tuple(why.items()), parallel=parallel)
+
+    def require(self, where: str, *identities: str) -> None:
+        """Raise, with the reason, if one of ``identities`` ("stream", "logits", "scores":
+        ``structure.py``) fails for this model."""
+        why = dict(self.refusals)
+        for i in identities:
+            if i in why:
+                raise ValueError(f"{where}: {why[i]}")
 
     @property
     def L(self) -> int:
@@ -129,5 +139,5 @@ def stream_in(a: Anatomy, points: dict, l: int) -> jax.Array:
     """The residual stream entering block l (from a trace).   [T, d]"""
     if l == 0:
         return points[N.POS] if a.pos is not None else points[N.EMBED]
-    last = N.RESID_POST if a.mlp is not None else N.RESID_MID
+    last = N.RESID_POST if a.mlp is not None else N.RESID_MID  # a parallel block's sum too
     return points[N.BLOCKS][last][l - 1]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Map, Params
+from ..models import layout as N
 from .anatomy import Anatomy, points_of, positions, stream_in, untied
 from .paths import Terms, readout
 
@@ -27,21 +28,23 @@ from .paths import Terms, readout
 def writes(model: Map, params: Params, tokens, points=None) -> Terms:
     """What each map wrote to the residual stream, label → [T, d]; they sum to the
     final stream (before the final norm)."""
-    a, points = Anatomy.of(model), points_of(model, params, tokens, points)
-    params = untied(model, params)
-    blocks = points["blocks"]
-    out = {"embed": points["embed"]}
-    P = positions(a, params, points["embed"].shape[0])
+    a = Anatomy.of(model)
+    a.require("writes", "stream")
+    points, params = points_of(model, params, tokens, points), untied(model, params)
+    blocks, x0 = points[N.BLOCKS], points[N.EMBED]
+    out = {N.EMBED: x0}
+    P = positions(a, params, x0.shape[0])
     if P is not None:
-        out["pos"] = P.astype(points["embed"].dtype)
-    W_O = params["blocks"]["attn"]["W_O"]
-    heads = jnp.einsum("lhtk,lhkd->lhtd", blocks["attn.z"], W_O.astype(blocks["attn.z"].dtype))
+        out[N.POS] = P.astype(x0.dtype)
+    z = blocks[f"{N.ATTN}.z"]
+    p = params[N.BLOCKS][N.ATTN]
+    heads = jnp.einsum("lhtk,lhkd->lhtd", z, p["W_O"].astype(z.dtype))
     for l in range(a.L):
         out |= {f"L{l}H{h}": heads[l, h] for h in range(a.H)}
-        if a.attn.bias:
-            out[f"L{l}.b_O"] = jnp.broadcast_to(params["blocks"]["attn"]["b_O"][l], heads.shape[2:])
+        if a.attn.has_out_bias:
+            out[f"L{l}.b_O"] = jnp.broadcast_to(p["b_O"][l], heads.shape[2:])
         if a.mlp is not None:
-            out[f"L{l}.mlp"] = blocks["mlp"][l]
+            out[f"L{l}.{N.MLP}"] = blocks[N.MLP][l]
     return out
 
 
@@ -49,7 +52,9 @@ def direct_logit_attribution(model: Map, params: Params, tokens, points=None) ->
     """Each write's direct effect on the logits under the frozen final norm, label → [T, V],
     plus ``"ln_f.beta"`` and ``"b_U"``; exactly sums to the logits (to float rounding).
     Index ``[t, token]`` for one logit, or take differences for a logit difference."""
-    a, points = Anatomy.of(model), points_of(model, params, tokens, points)
+    a = Anatomy.of(model)
+    a.require("direct_logit_attribution", "stream", "logits")
+    points = points_of(model, params, tokens, points)
     w = writes(model, params, tokens, points)
     return readout(a, untied(model, params), points, list(w), jnp.stack(list(w.values())))
 
@@ -61,6 +66,6 @@ def logit_lens(model: Map, params: Params, tokens, points=None) -> jax.Array:
     params = untied(model, params)
     X = jnp.stack([stream_in(a, points, l) for l in range(a.L + 1)])
     if a.ln_f is not None:
-        norm = jax.vmap(lambda x: a.ln_f(params["ln_f"], x))
+        norm = jax.vmap(lambda x: a.ln_f(params[N.LN_F], x))
         X = jax.vmap(norm)(X)
-    return jax.vmap(lambda x: a.unembed(params["unembed"], x))(X)
+    return jax.vmap(lambda x: a.unembed(params[N.UNEMBED], x))(X)

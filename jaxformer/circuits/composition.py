@@ -43,6 +43,7 @@ def _reader(kind: str, QK: FactoredMatrix, OV: FactoredMatrix) -> FactoredMatrix
 def composition_scores(model: Map, params: Params, kind: str) -> jax.Array:
     """C(W_OV^{l₁,h₁}, W_B^{l₂,h₂}) for every pair of heads.   [L, H, L, H], indexed
     [l₁, h₁, l₂, h₂]; NaN unless l₁ < l₂ (a head only reads earlier layers' writes)."""
+    Anatomy.of(model).require("composition_scores", "stream")
     OV, QK = W_OV(model, params), W_QK(model, params)
     C = composition_score(OV[:, :, None, None], _reader(kind, QK, OV)[None, None])
     L = OV.shape[0]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Map, Params
+from ..models import layout as N
 from .anatomy import Anatomy
 from .weights import W_E, W_OV, W_QK, position_QK, token_OV
 
@@ -74,12 +75,13 @@ def previous_token_scores_from_weights(model: Map, params: Params, T: int) -> ja
 def matching_scores(model: Map, params: Params) -> jax.Array:
     """How often W_E W_QK^{h₂} (W_E W_OV^{h₁})ᵀ puts each query token's own column first:
     the fraction of tokens a with argmax_b M[a, b] = a.   [L, H, L, H] as [l₁, h₁, l₂, h₂]."""
-    V = params["embed"]["W_E"].shape[0]
+    V = params[N.EMBED]["W_E"].shape[0]
     if V > MAX_MATCH_VOCAB:
         raise ValueError(
             f"matching_scores forms [V, V] matrices; V={V} > {MAX_MATCH_VOCAB} is too large"
         )
-    E = W_E(params)
+    Anatomy.of(model).require("matching_scores", "stream")
+    E = W_E(params, model)
     QK, OV = E @ W_QK(model, params), E @ W_OV(model, params)  # [L, H, V, ·] left factors
     L, H = QK.shape[:2]
     flat = lambda X: X.reshape(L * H, *X.shape[2:])

@@ -1,10 +1,11 @@
 """Norms seen from the circuits: frozen to affine maps, and stripped of their affine part.
 
-A norm N(x) = γ ⊙ (P x)·s(x) + β (P = centering for LayerNorm, identity for RMSNorm)
+A norm N(x) = g ⊙ (P x)·s(x) + β (P = centering for LayerNorm, identity for RMSNorm;
+the gain g is γ, or 1 + γ for Gemma's RMSNorm: the layer's ``gain``)
 is linear except for the scalar s(x) = 1/sqrt(mean((Px)²) + ε). With s_t frozen at
 the value the trace recorded for token t, N becomes the affine map
 
-    N_t(x) = s_t · γ ⊙ P x + β,
+    N_t(x) = s_t · g ⊙ P x + β,
 
 so everything downstream of it is linear in the residual stream: the basis of
 the path expansion and of exact direct logit attribution.
@@ -24,13 +25,20 @@ def is_norm(m: Map | None) -> bool:
     return isinstance(getattr(m, "centered", None), bool)
 
 
+def gain(norm: Map, p: dict) -> jax.Array | None:
+    """The factor g the normalised input is multiplied by (γ, or 1 + γ); ``None`` for none."""
+    if "gamma" not in p:
+        return None
+    return norm.gain(p) if hasattr(norm, "gain") else p["gamma"]
+
+
 def is_centered(norm: Map) -> bool:
     """Whether the norm reads only the mean-free part of its input."""
     return is_norm(norm) and norm.centered
 
 
 def frozen_linear(norm: Map | None, p: dict, s_T: jax.Array | None, x_Td: jax.Array) -> jax.Array:
-    """The linear part of the frozen norm: x_t ↦ s_t · γ ⊙ P x_t.   [..., T, d] → [..., T, d].
+    """The linear part of the frozen norm: x_t ↦ s_t · g ⊙ P x_t.   [..., T, d] → [..., T, d].
 
     ``norm`` is ``None`` for a model without that norm (the identity).
     """
@@ -40,7 +48,8 @@ def frozen_linear(norm: Map | None, p: dict, s_T: jax.Array | None, x_Td: jax.Ar
         raise TypeError(f"cannot freeze {norm.name!r} ({type(norm).__name__}): not a known norm")
     y = center(x_Td) if is_centered(norm) else x_Td
     y = y * s_T.astype(y.dtype)[:, None]
-    return y * p["gamma"].astype(y.dtype) if "gamma" in p else y
+    g = gain(norm, p)
+    return y if g is None else y * g.astype(y.dtype)
 
 
 def has_offset(norm: Map | None) -> bool:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from ..core import Map, Params
 from ..layers import Attention
+from ..models import layout as N
 from ..models import validate_tokens
 from .anatomy import Anatomy, points_of, stream_in
 
@@ -105,14 +106,16 @@ def logit_difference(correct: int, wrong: int, position: int = -1) -> Callable:
 
 
 def _site(a: Anatomy, point: str) -> tuple[str, str]:
+    at = lambda name: N.at(N.BLOCKS, name)
     sites = {
-        "resid_pre": (f"blocks.{a.blocks.f.name}", "input"),
-        "attn": ("blocks.attn", "output"),
-        "z": ("blocks.attn", "z"),
-        "resid_mid": ("blocks.resid_mid", "output"),
+        "resid_pre": (at(a.blocks.f.name), "input"),
+        N.ATTN: (at(N.ATTN), "output"),
+        "z": (at(N.ATTN), "z"),
     }
+    if not (a.parallel and a.mlp is not None):  # a parallel block has no stream between A, M
+        sites[N.RESID_MID] = (at(N.RESID_MID), "output")
     if a.mlp is not None:
-        sites |= {"mlp": ("blocks.mlp", "output"), "resid_post": ("blocks.resid_post", "output")}
+        sites |= {N.MLP: (at(N.MLP), "output"), N.RESID_POST: (at(N.RESID_POST), "output")}
     if point not in sites:
         raise ValueError(f"patch point must be one of {sorted(sites)}, got {point!r}")
     return sites[point]
@@ -140,7 +143,7 @@ def patch_sweep(
     if point == "resid_pre":
         value = jnp.stack([stream_in(a, points, l) for l in range(a.L)])
     else:
-        value = points["blocks"]["attn.z" if point == "z" else point]
+        value = points[N.BLOCKS][f"{N.ATTN}.z" if point == "z" else point]
     grid = value.shape[:2]  # (L, T), or (L, H) for z
     n = grid[0] * grid[1]
     tail = (1,) * (value.ndim - 2)  # broadcast over the rest (d; or T and k for a head)

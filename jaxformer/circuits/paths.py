@@ -32,11 +32,12 @@ import jax.numpy as jnp
 
 from ..core import Map, Params
 from ..layers.positional import rope_angles
+from ..models import layout as N
 from .anatomy import Anatomy, at_layer, points_of, positions, untied
 from .norms import frozen_linear, has_offset, offset
 
 Terms = dict[str, jax.Array]
-DIRECT = ("embed", "pos")
+DIRECT = (N.EMBED, N.POS)
 
 
 def _heads(a: Anatomy, p: Params, A_HTS: jax.Array, Y_NSd: jax.Array) -> jax.Array:
@@ -49,15 +50,15 @@ def _heads(a: Anatomy, p: Params, A_HTS: jax.Array, Y_NSd: jax.Array) -> jax.Arr
 
 def path_labels(a: Anatomy, n_layers: int) -> list[str]:
     """The labels of the stream's terms entering block ``n_layers``, in ``_expand``'s order."""
-    labels = ["embed"] + (["pos"] if a.pos is not None else [])
+    labels = [N.EMBED] + ([N.POS] if a.pos is not None else [])
     for l in range(n_layers):
-        sources = labels + ([f"L{l}.ln1.beta"] if has_offset(a.ln1) else [])
+        sources = labels + ([f"L{l}.{N.LN1}.beta"] if has_offset(a.ln1) else [])
         heads = [f"L{l}H{h}" for h in range(a.H)]
         labels = labels + [f"{h}∘{s}" for h in heads for s in sources]
-        if a.attn.bias:
-            labels += [f"{h}.b_V" for h in heads] + [f"L{l}.b_O"]
+        labels += [f"{h}.b_V" for h in heads] if a.attn.bias else []
+        labels += [f"L{l}.b_O"] if a.attn.has_out_bias else []
         if a.mlp is not None:
-            labels.append(f"L{l}.mlp")
+            labels.append(f"L{l}.{N.MLP}")
     return labels
 
 
@@ -66,16 +67,17 @@ def _expand(a: Anatomy, params: Params, tokens, points, n_layers: int) -> jax.Ar
     """The terms of the stream entering block ``n_layers``, X [N, T, d] (labels:
     ``path_labels``). One compiled function: eagerly, each op would compile on its own."""
     T = tokens.shape[0]
-    X = params["embed"]["W_E"][tokens][None]
+    E, scale = params[N.EMBED]["W_E"], a.embed.scale
+    X = (E[tokens] if scale is None else E[tokens] * jnp.asarray(scale, E.dtype))[None]
     P = positions(a, params, T)
     if P is not None:
         X = jnp.concatenate([X, P.astype(X.dtype)[None]])
-    blocks = points["blocks"]
+    blocks = points[N.BLOCKS]
     for l in range(n_layers):
-        p = at_layer(params["blocks"]["attn"], l)
-        A = blocks["attn.pattern"][l]
-        p1 = at_layer(params["blocks"].get("ln1", {}), l)
-        s1 = blocks["ln1.scale"][l] if a.ln1 is not None else None
+        p = at_layer(params[N.BLOCKS][N.ATTN], l)
+        A = blocks[f"{N.ATTN}.pattern"][l]
+        p1 = at_layer(params[N.BLOCKS].get(N.LN1, {}), l)
+        s1 = blocks[f"{N.LN1}.scale"][l] if a.ln1 is not None else None
         Y = frozen_linear(a.ln1, p1, s1, X)
         if has_offset(a.ln1):
             beta = offset(a.ln1, p1).astype(Y.dtype)
@@ -86,9 +88,10 @@ def _expand(a: Anatomy, params: Params, tokens, points, n_layers: int) -> jax.Ar
             # A^h 1 b_V^h W_O^h: the rows of A sum to 1 up to rounding, summed as the model does
             rows = A.astype(X.dtype).sum(-1)  # [H, T]
             parts += [jnp.einsum("ht,hk,hkd->htd", rows, b_V, p["W_O"])]
+        if a.attn.has_out_bias:
             parts += [jnp.broadcast_to(p["b_O"].astype(X.dtype), (1, T, X.shape[-1]))]
         if a.mlp is not None:
-            parts.append(blocks["mlp"][l][None].astype(X.dtype))
+            parts.append(blocks[N.MLP][l][None].astype(X.dtype))
         X = jnp.concatenate(parts)
     return X
 
@@ -99,6 +102,7 @@ def stream_terms(
     """The residual stream entering block ``layer`` (default: after the last block, before
     the final norm) as labelled terms, label → [T, d]; they sum to the traced stream."""
     a = Anatomy.of(model)
+    a.require("stream_terms", "stream")
     n = a.L if layer is None else layer
     if not 0 <= n <= a.L:
         raise ValueError(f"layer must be in [0, {a.L}], got {layer}")
@@ -109,8 +113,9 @@ def stream_terms(
 
 def logit_terms(model: Map, params: Params, tokens, points=None) -> Terms:
     """The logits as labelled path terms, label → [T, V]; they sum to the logits."""
-    a, points = Anatomy.of(model), points_of(model, params, tokens, points)
-    params = untied(model, params)
+    a = Anatomy.of(model)
+    a.require("logit_terms", "stream", "logits")
+    points, params = points_of(model, params, tokens, points), untied(model, params)
     X = _expand(a, params, jnp.asarray(tokens), points, a.L)
     return readout(a, params, points, path_labels(a, a.L), X)
 
@@ -129,15 +134,17 @@ def _labelled(labels: list[str], X: jax.Array) -> Terms:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _readout(a: Anatomy, params: Params, points, X: jax.Array):
-    p_f = params.get("ln_f", {})
-    s_f = points["ln_f.scale"] if a.ln_f is not None else None
-    W_U = params["unembed"]["W_U"].astype(X.dtype)
+    p_f = params.get(N.LN_F, {})
+    s_f = points[f"{N.LN_F}.scale"] if a.ln_f is not None else None
+    W_U = params[N.UNEMBED]["W_U"].astype(X.dtype)
     T, V = X.shape[1], W_U.shape[1]
     consts = {}
     if has_offset(a.ln_f):
-        consts["ln_f.beta"] = jnp.broadcast_to(offset(a.ln_f, p_f).astype(X.dtype) @ W_U, (T, V))
+        consts[f"{N.LN_F}.beta"] = jnp.broadcast_to(
+            offset(a.ln_f, p_f).astype(X.dtype) @ W_U, (T, V)
+        )
     if a.unembed.bias:
-        consts["b_U"] = jnp.broadcast_to(params["unembed"]["b_U"].astype(X.dtype), (T, V))
+        consts["b_U"] = jnp.broadcast_to(params[N.UNEMBED]["b_U"].astype(X.dtype), (T, V))
     return frozen_linear(a.ln_f, p_f, s_f, X) @ W_U, consts
 
 
@@ -149,9 +156,12 @@ def score_terms(model: Map, params: Params, tokens, layer: int, points=None) -> 
         "K"       the query direct, the key from earlier blocks' writes   (K-composition)
         "QK"      both from earlier blocks' writes
 
-    Each is [H, T, T]; they sum to the scores before the causal mask (RoPE included).
+    Each is [H, T, T]; they sum to the scores before the causal mask (RoPE, partial or
+    whole, and the attention's scale included). Refused where the scores are no bilinear
+    form of the sources: QK-norm, soft-capped scores (``structure.py``).
     """
     a = Anatomy.of(model)
+    a.require("score_terms", "stream", "scores")
     if not 0 <= layer < a.L:
         raise ValueError(f"layer must be in [0, {a.L}), got {layer}")
     points = points_of(model, params, tokens, points)
@@ -165,14 +175,15 @@ def _scores(a: Anatomy, params: Params, tokens, points, l: int) -> jax.Array:
     X = _expand(a, params, tokens, points, l)
     direct = jnp.array([s in DIRECT for s in path_labels(a, l)], X.dtype)[:, None, None]
     X2 = jnp.stack([(X * direct).sum(0), (X * (1 - direct)).sum(0)])
-    p1 = at_layer(params["blocks"].get("ln1", {}), l)
-    s1 = points["blocks"]["ln1.scale"][l] if a.ln1 is not None else None
+    p1 = at_layer(params[N.BLOCKS].get(N.LN1, {}), l)
+    s1 = points[N.BLOCKS][f"{N.LN1}.scale"][l] if a.ln1 is not None else None
     Y = frozen_linear(a.ln1, p1, s1, X2)
     beta = offset(a.ln1, p1)
-    p = at_layer(params["blocks"]["attn"], l)
+    p = at_layer(params[N.BLOCKS][N.ATTN], l)
     q, k = _project(a, p, Y, beta, "Q"), _project(a, p, Y, beta, "K")
     k = jnp.repeat(k, a.attn.H // a.attn.kv_heads, axis=1)
-    return jnp.einsum("ahtk,bhsk->abhts", q, k) / jnp.sqrt(jnp.asarray(a.attn.k, q.dtype))
+    scale = a.attn.scale or 1 / a.attn.k**0.5
+    return jnp.einsum("ahtk,bhsk->abhts", q, k) * jnp.asarray(scale, q.dtype)
 
 
 def _project(a: Anatomy, p: Params, Y: jax.Array, beta, W: str) -> jax.Array:
@@ -188,17 +199,18 @@ def _project(a: Anatomy, p: Params, Y: jax.Array, beta, W: str) -> jax.Array:
         const = const + p[f"b_{W}"].astype(Y.dtype)
     y = y.at[0].add(const[:, None, :])
     if a.attn.rope_theta is not None:
-        y = _rotate(y, a.attn.rope_theta)
+        y = _rotate(y, a.attn.rope_theta, a.attn.rotary)
     return y
 
 
-def _rotate(x: jax.Array, theta: float) -> jax.Array:
-    """RoPE in the input's precision: pairs (j, j + k/2) rotated by rope_angles.   [..., T, k]"""
-    T, k = x.shape[-2:]
-    ang = rope_angles(jnp.arange(T), k, theta).astype(x.dtype)
+def _rotate(x: jax.Array, theta: float, r: int) -> jax.Array:
+    """RoPE in the input's precision on the first r coordinates of each head: pairs
+    (j, j + r/2) rotated by rope_angles, the rest passed through.   [..., T, k]"""
+    T = x.shape[-2]
+    ang = rope_angles(jnp.arange(T), r, theta).astype(x.dtype)
     cos, sin = jnp.cos(ang), jnp.sin(ang)
-    x1, x2 = x[..., : k // 2], x[..., k // 2 :]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    x1, x2, rest = x[..., : r // 2], x[..., r // 2 : r], x[..., r:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
 
 
 def group(terms: Terms, key: Callable[[str], str]) -> Terms:

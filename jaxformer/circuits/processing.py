@@ -23,20 +23,24 @@ import jax.numpy as jnp
 
 from ..core import Map, Params, tokenwise, untie
 from ..layers import Normalise
+from ..models import layout as N
 from .anatomy import Anatomy
-from .norms import is_centered, is_norm
+from .norms import gain, is_centered, is_norm
+
+ATTN, MLP = N.at(N.BLOCKS, N.ATTN), N.at(N.BLOCKS, N.MLP)
 
 
 def _with(tree: Params, path: str, **leaves) -> Params:
-    """A copy of ``tree`` with the leaves under ``path`` ("blocks/attn") updated."""
+    """A copy of ``tree`` with the leaves under ``path`` (f"{N.BLOCKS}/{N.ATTN}") updated."""
     head, _, rest = path.partition("/")
     sub = dict(tree.get(head, {}))
     return {**tree, head: _with(sub, rest, **leaves) if rest else {**sub, **leaves}}
 
 
-def _fold(p_norm: Params, W: jnp.ndarray, w: str, g: str) -> tuple:
-    """W' = diag(γ) W and Δb = β W, with d the axis W reads (einsum subscripts ``w``, ``g``)."""
-    W_new = jnp.einsum(f"{g},{w}->{w}", p_norm["gamma"], W)
+def _fold(norm: Map, p_norm: Params, W: jnp.ndarray, w: str, g: str) -> tuple:
+    """W' = diag(γ) W and Δb = β W, with d the axis W reads (einsum subscripts ``w``, ``g``;
+    γ is the norm's gain: 1 + γ for Gemma's)."""
+    W_new = jnp.einsum(f"{g},{w}->{w}", gain(norm, p_norm), W)
     beta = p_norm.get("beta")
     db = None if beta is None else jnp.einsum(f"{g},{w}->{w.replace('d', '')}", beta, W)
     return W_new, db
@@ -71,34 +75,36 @@ def fold_ln(model: Map, params: Params) -> tuple[Map, Params]:
     if a.ln2 is not None:
         model, params = _fold_ln2(model, params, a)
     if a.ln_f is not None:
-        W_U, db = _fold(params["ln_f"], params["unembed"]["W_U"], "dv", "d")
+        W_U, db = _fold(a.ln_f, params[N.LN_F], params[N.UNEMBED]["W_U"], "dv", "d")
         leaves = {"W_U": W_U}
         if db is not None:
-            leaves["b_U"] = params["unembed"].get("b_U", 0.0) + db
-            model = model.replace("unembed", dataclasses.replace(a.unembed, bias=True))
-        params = _with(params, "unembed", **leaves) | {"ln_f": {}}
-        model = model.replace("ln_f", _plain(a.ln_f))
+            leaves["b_U"] = params[N.UNEMBED].get("b_U", 0.0) + db
+            model = model.replace(N.UNEMBED, dataclasses.replace(a.unembed, bias=True))
+        params = _with(params, N.UNEMBED, **leaves) | {N.LN_F: {}}
+        model = model.replace(N.LN_F, _plain(a.ln_f))
     return model, params
 
 
 def _fold_ln1(model: Map, params: Params, a: Anatomy) -> tuple[Map, Params]:
-    p, p_ln = params["blocks"]["attn"], params["blocks"]["ln1"]
+    p, p_ln = params[N.BLOCKS][N.ATTN], params[N.BLOCKS][N.LN1]
     attn = a.attn
     if "beta" in p_ln and not attn.bias:
         attn = dataclasses.replace(attn, bias=True)
         p = {**p, **_zero_biases(attn, a.L)}
-        model = model.replace("blocks.attn", attn)
+        model = model.replace(ATTN, attn)
     leaves = {}
     for name in ("Q", "K", "V"):
-        leaves[f"W_{name}"], db = _fold(p_ln, p[f"W_{name}"], "lhdk", "ld")
+        leaves[f"W_{name}"], db = _fold(a.ln1, p_ln, p[f"W_{name}"], "lhdk", "ld")
         if db is not None:
             leaves[f"b_{name}"] = p[f"b_{name}"] + db
-    params = _with(_with(params, "blocks/attn", **{**p, **leaves}), "blocks", ln1={})
-    return model.replace("blocks.ln1", _plain(a.ln1)), params
+    params = _with(
+        _with(params, f"{N.BLOCKS}/{N.ATTN}", **{**p, **leaves}), N.BLOCKS, **{N.LN1: {}}
+    )
+    return model.replace(N.at(N.BLOCKS, N.LN1), _plain(a.ln1)), params
 
 
 def _fold_ln2(model: Map, params: Params, a: Anatomy) -> tuple[Map, Params]:
-    p, p_ln = params["blocks"]["mlp"], params["blocks"]["ln2"]
+    p, p_ln = params[N.BLOCKS][N.MLP], params[N.BLOCKS][N.LN2]
     mlp = a.mlp
     if not hasattr(mlp, "reads"):
         raise ValueError(
@@ -111,19 +117,21 @@ def _fold_ln2(model: Map, params: Params, a: Anatomy) -> tuple[Map, Params]:
         if not mlp.bias:
             mlp = dataclasses.replace(mlp, bias=True)
             p = {**p, **_zero_biases(mlp, a.L)}
-            model = model.replace("blocks.mlp", tokenwise(mlp))
-    leaves = {}
-    for W in mlp.reads:
-        leaves[W], db = _fold(p_ln, p[W], "ldm", "ld")
+            model = model.replace(MLP, tokenwise(mlp))
+    leaves, spec = {}, mlp.spec()
+    for W in mlp.reads:  # the subscripts from the parameter's own axes: d wherever it is
+        axes = "l" + "".join(spec[W].axes).lower()  # "ldm"; "ledm" for a mixture's experts
+        leaves[W], db = _fold(a.ln2, p_ln, p[W], axes, "ld")
         if db is not None:
             leaves["b_in"] = p["b_in"] + db
-    params = _with(_with(params, "blocks/mlp", **{**p, **leaves}), "blocks", ln2={})
-    return model.replace("blocks.ln2", _plain(a.ln2)), params
+    params = _with(_with(params, f"{N.BLOCKS}/{N.MLP}", **{**p, **leaves}), N.BLOCKS, **{N.LN2: {}})
+    return model.replace(N.at(N.BLOCKS, N.LN2), _plain(a.ln2)), params
 
 
 def _uncentered_readers(a: Anatomy) -> list[str]:
     """The maps reading the stream that do not center it first."""
-    readers = {"blocks.ln1": a.ln1, "ln_f": a.ln_f} | ({"blocks.ln2": a.ln2} if a.mlp else {})
+    readers = {N.at(N.BLOCKS, N.LN1): a.ln1, N.LN_F: a.ln_f}
+    readers |= {N.at(N.BLOCKS, N.LN2): a.ln2} if a.mlp else {}
     return [k for k, n in readers.items() if n is None or not is_centered(n)]
 
 
@@ -140,14 +148,16 @@ def center_writing_weights(model: Map, params: Params) -> tuple[Map, Params]:
         )
     model, params = untie(model, params)
     c = lambda W: W - W.mean(-1, keepdims=True)
-    params = _with(params, "embed", W_E=c(params["embed"]["W_E"]))
-    if "W_pos" in params.get("pos", {}):
-        params = _with(params, "pos", W_pos=c(params["pos"]["W_pos"]))
-    p = params["blocks"]["attn"]
-    params = _with(params, "blocks/attn", **{k: c(p[k]) for k in ("W_O", "b_O") if k in p})
+    params = _with(params, N.EMBED, W_E=c(params[N.EMBED]["W_E"]))
+    if "W_pos" in params.get(N.POS, {}):
+        params = _with(params, N.POS, W_pos=c(params[N.POS]["W_pos"]))
+    p = params[N.BLOCKS][N.ATTN]
+    params = _with(params, f"{N.BLOCKS}/{N.ATTN}", **{k: c(p[k]) for k in ("W_O", "b_O") if k in p})
     if a.mlp is not None:
-        p = params["blocks"]["mlp"]
-        params = _with(params, "blocks/mlp", **{k: c(p[k]) for k in ("W_out", "b_out") if k in p})
+        p = params[N.BLOCKS][N.MLP]
+        params = _with(
+            params, f"{N.BLOCKS}/{N.MLP}", **{k: c(p[k]) for k in ("W_out", "b_out") if k in p}
+        )
     return model, params
 
 
@@ -155,9 +165,9 @@ def center_unembed(model: Map, params: Params) -> tuple[Map, Params]:
     """W_U and b_U made mean-free over the vocabulary: each position's logits shift by a
     constant, so the log-probabilities are unchanged."""
     model, params = untie(model, params)
-    p = params["unembed"]
+    p = params[N.UNEMBED]
     return model, _with(
-        params, "unembed", **{k: v - v.mean(-1, keepdims=True) for k, v in p.items()}
+        params, N.UNEMBED, **{k: v - v.mean(-1, keepdims=True) for k, v in p.items()}
     )
 
 
@@ -166,12 +176,12 @@ def fold_value_biases(model: Map, params: Params) -> tuple[Map, Params]:
     a = Anatomy.of(model)
     if not a.attn.bias:
         return model, params
-    p = params["blocks"]["attn"]
+    p = params[N.BLOCKS][N.ATTN]
     if not a.attn.has_out_bias:  # q, k, v biases only (Qwen2): b_O switched on, from zero
-        model = model.replace("blocks.attn", dataclasses.replace(a.attn, out_bias=True))
+        model = model.replace(ATTN, dataclasses.replace(a.attn, out_bias=True))
     b_V = a.attn.expand_kv(p["b_V"].swapaxes(0, 1)).swapaxes(0, 1)  # [L, G, k] → [L, H, k]
     b_O = p.get("b_O", 0.0) + jnp.einsum("lhk,lhkd->ld", b_V, p["W_O"])
-    return model, _with(params, "blocks/attn", b_O=b_O, b_V=jnp.zeros_like(p["b_V"]))
+    return model, _with(params, f"{N.BLOCKS}/{N.ATTN}", b_O=b_O, b_V=jnp.zeros_like(p["b_V"]))
 
 
 def process_weights(model: Map, params: Params) -> tuple[Map, Params]:

@@ -1,6 +1,17 @@
 """Spaces, maps and their composition; no model knowledge."""
 
-from .combinators import Compose, Parallel, Repeat, Residual, compose, parallel, repeat, residual
+from .combinators import (
+    Compose,
+    Parallel,
+    Pattern,
+    Repeat,
+    Residual,
+    compose,
+    parallel,
+    pattern,
+    repeat,
+    residual,
+)
 from .faces import FaceError, require
 from .map import DISPLAY, Cache, Map, Param, Params, Trace, is_param, materialize
 from .spaces import Real, ShapeError, Space, Tokens
@@ -17,6 +28,7 @@ __all__ = [
     "Parallel",
     "Params",
     "Real",
+    "Pattern",
     "Repeat",
     "Residual",
     "Scope",
@@ -33,6 +45,7 @@ __all__ = [
     "materialize",
     "parallel",
     "per_token",
+    "pattern",
     "repeat",
     "require",
     "residual",

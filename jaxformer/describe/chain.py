@@ -6,7 +6,8 @@ own ``term`` face), parameter shapes and counts. Groups (repeat, residual, a nam
 compose) hold their members; an unnamed compose (``attn∘ln1``) is inlined, and a
 tokenwise lift of a layer shows as that layer on ``ℝ^{T×d}``, its formula written
 for one token ``x_t``. Inside ``repeat(f, L)`` rows are per copy and the group
-counts L copies. A tied parameter (``W_U = W_Eᵀ``) is listed and counted once,
+counts L copies; inside ``pattern`` (local and global layers) each kind is a group of
+its own copies. A tied parameter (``W_U = W_Eᵀ``) is listed and counted once,
 under its source.
 """
 
@@ -15,7 +16,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..core import Compose, Map, Parallel, Param, Repeat, Space, Term, Tie, Tokenwise, Wrapper
+from ..core import (
+    Compose,
+    Map,
+    Parallel,
+    Param,
+    Pattern,
+    Repeat,
+    Space,
+    Term,
+    Tie,
+    Tokenwise,
+    Wrapper,
+)
 from ..core.faces import require
 
 DEFAULT_T = 1024  # the sequence length FLOPs are counted at when the model bounds none
@@ -62,6 +75,7 @@ class Chain:
     count: int
     flops: int
     ties: tuple[Term, ...]
+    active: int = 0  # the parameters one token uses (< count with a mixture of experts)
 
 
 def chain(model: Map, T: int | None = None) -> Chain:
@@ -80,7 +94,10 @@ def chain(model: Map, T: int | None = None) -> Chain:
     rows = tuple(r for i, n in enumerate(nodes) for r in n.rows(str(i + 1), 0))
     count = sum(n.count for n in nodes)
     flops = sum(n.flops for n in nodes)
-    return Chain(model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes)
+    active = sum(n.active for n in nodes)
+    return Chain(
+        model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes, active
+    )
 
 
 @dataclass
@@ -101,6 +118,14 @@ class _Node:
     @property
     def flops(self) -> int:
         return self.term.flops + self.copies * sum(m.flops for m in self.members)
+
+    @property
+    def active(self) -> int:
+        """The parameters a token uses: a layer's ``active_params`` face where it has one
+        (a mixture: its router and k experts), else all of them."""
+        own = getattr(self.map, "active_params", None)
+        own = own() if own and not self.members else sum(p.size for p in self.params)
+        return own + self.copies * sum(m.active for m in self.members)
 
     def rows(self, number: str, depth: int) -> list[Row]:
         own = Row(
@@ -146,6 +171,13 @@ class _Walk:
         if not m.children():
             params = tuple(self._param(own, keys, p) for keys, p in _flatten(m.spec()))
             return [_Node(m, m.name, m.domain, m.codomain, term, params, [])]
+        if isinstance(m, Pattern):  # each kind a group of its copies, named by its label
+            members = []
+            for i, (label, kind) in enumerate(zip(m.labels, m.kinds, strict=True)):
+                for n in self.nodes(kind, own) if m.count(i) else ():
+                    n.name, n.copies = f"{label} {n.name}", m.count(i)
+                    members.append(n)
+            return [_Node(m, m.name, m.domain, m.codomain, term, (), members)]
         order = m.children() if isinstance(m, Parallel) else reversed(m.children())
         members = [n for c in order for n in self.nodes(c, own)]
         copies = m.L if isinstance(m, Repeat) else 1

@@ -76,9 +76,14 @@ def summary(c: Chain, math: bool = False) -> str:
     T = f"$T = {c.T}$" if math else f"T = {c.T}"
     ties = [f"${t.tex[0]}$" if math else t.text[0] for t in c.ties]
     return (
-        f"{number(c.count)} parameters, {number(c.flops)} FLOPs per token at {T} "
+        f"{number(c.count)} parameters{active(c)}, {number(c.flops)} FLOPs per token at {T} "
         "(forward pass)" + "".join(f"; tied: {t}" for t in ties)
     )
+
+
+def active(c: Chain) -> str:
+    """ " (N active per token)" for a model whose tokens use fewer than all its parameters."""
+    return f" ({number(c.active)} active per token)" if c.active != c.count else ""
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -182,7 +187,8 @@ def latex(c: Chain) -> str:
     rows.append(rf"\hline & \text{{total}} & & & & {number_tex(c.count)} & {number_tex(c.flops)}")
     table = "\\begin{array}{lllllrr}\n" + "\n".join(rows) + "\n\\end{array}"
     summary_tex = (
-        rf"\text{{{number_tex(c.count)} parameters, {number_tex(c.flops)} FLOPs per token at }}"
+        rf"\text{{{number_tex(c.count)} parameters{active(c)}, {number_tex(c.flops)} FLOPs per "
+        r"token at }"
         rf"T = {c.T}{ties}"
     )
     return (

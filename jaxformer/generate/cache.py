@@ -6,7 +6,8 @@ on, so the cached composite is the same composite, each map in its cached form (
 ``decode`` face, beside it in its own file):
 
     Attention    (x_Td, positions, K, V) ↦ (y_Td, K', V')   k, v written at ``positions``;
-                 the query at position p attends to the cache slots s ≤ p
+                 the query at position p attends to the cache slots s ≤ p; a windowed
+                 layer keeps a ring of its w slots (written at p mod w, with the positions)
     Positions    x_Td ↦ x_Td + W_pos[positions]
     Repeat       a scan over the stacked params *and* the stacked cache
     tokenwise    the map itself (embedding, norms, MLPs, unembedding act token by token)
@@ -37,21 +38,35 @@ def context(model: Map) -> int | None:
 
 
 def empty_cache(model: Map, size: int, dtype=jnp.float32) -> Cache:
-    """A zero cache with ``size`` slots for one sequence."""
-    return jax.tree.map(lambda s: jnp.zeros(s, dtype), model.cache_in(size), is_leaf=_is_shape)
+    """A zero cache with ``size`` slots for one sequence (k, v in ``dtype``; a leaf given as
+    a ShapeDtypeStruct, a ring's positions, in its own dtype)."""
+
+    def zeros(s):
+        return (
+            jnp.zeros(s.shape, s.dtype)
+            if isinstance(s, jax.ShapeDtypeStruct)
+            else jnp.zeros(s, dtype)
+        )
+
+    return jax.tree.map(zeros, model.cache_in(size), is_leaf=_is_shape)
 
 
 def _is_shape(x) -> bool:
-    return isinstance(x, tuple) and all(isinstance(n, int) for n in x)
+    shape = isinstance(x, tuple) and all(isinstance(n, int) for n in x)
+    return shape or isinstance(x, jax.ShapeDtypeStruct)
 
 
-def prefill(model: Map, params, prompt_T: jax.Array, size: int | None = None, dtype=jnp.float32):
+def prefill(
+    model: Map, params, prompt_T: jax.Array, size: int | None = None, dtype=jnp.float32,
+    length=None,
+):  # fmt: skip
     """(logits [T, V], cache) for ``prompt_T`` at positions 0..T-1, in a cache of ``size``
-    slots (default: the model's context). Equal to ``model(params, prompt_T)``."""
+    slots (default: the model's context). Equal to ``model(params, prompt_T)``.
+    ``length`` n: only the first n tokens are the prompt, the rest padding (``step``)."""
     size = size or context(model)
     if size is None or size < prompt_T.shape[0]:
         raise ValueError(f"prefill: a cache of {size} slots cannot hold {prompt_T.shape[0]}")
-    return step(model, params, empty_cache(model, size, dtype), prompt_T, 0)
+    return step(model, params, empty_cache(model, size, dtype), prompt_T, 0, length)
 
 
 def decode_step(model: Map, params, cache: Cache, token: jax.Array, pos: jax.Array):
@@ -79,7 +94,11 @@ def unstack(model: Map, params):
     return out
 
 
-def step(model: Map, params, cache: Cache, tokens_T: jax.Array, start):
-    """The cached composite on a chunk of tokens at positions start..start+T-1."""
-    positions = start + jnp.arange(tokens_T.shape[0])
+def step(model: Map, params, cache: Cache, tokens_T: jax.Array, start, length=None):
+    """The cached composite on a chunk of tokens at positions start..start+T-1. With
+    ``length`` n the tokens past the first n are padding: they take the position of the
+    n-th (start+n-1), so a ring cache never writes them over the window it keeps (a dense
+    one writes them at the slots after the prompt, which decoding overwrites)."""
+    i = jnp.arange(tokens_T.shape[0])
+    positions = start + (i if length is None else jnp.minimum(i, length - 1))
     return model.decode_in(params, cache, tokens_T, positions)

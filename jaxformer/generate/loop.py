@@ -7,8 +7,9 @@ inside a single jitted ``lax.while_loop``. Each sequence keeps its own length: p
 are right-padded to a bucket (a power of two) and prefilled into a cache of
 ``min(context, bucket(longest prompt + max_new_tokens))`` slots; sequence b writes its
 i-th new token's k, v at slot n_b + i, and a query never sees a slot past its own
-position, so the padding is overwritten before it is ever read. Batched generation
-is therefore one-by-one generation, row by row.
+position, so the padding is overwritten before it is ever read. (A windowed layer's ring
+of w slots is never written with padding: the prefill gives it the last prompt position.)
+Batched generation is therefore one-by-one generation, row by row.
 
 Rules:
   * the context is a hard limit: ``len(prompt) + max_new_tokens > context`` raises a
@@ -90,7 +91,7 @@ def _loop(model, N, S, greedy, k, nucleus, stream, params, tokens_BP, n_B, key, 
     model, params = untie(model, params)
     # Only the cache is kept from the prefill, so XLA drops its [P, V] unembedding; the
     # loop's first step re-reads each prompt's last token and gives the logits after it.
-    _, cache = jax.vmap(lambda t_P: prefill(model, params, t_P, S))(tokens_BP)
+    _, cache = jax.vmap(lambda t_P, n: prefill(model, params, t_P, S, length=n))(tokens_BP, n_B)
     decode = jax.vmap(functools.partial(decode_step, model, unstack(model, params)))
 
     def more(state):

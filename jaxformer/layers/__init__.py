@@ -3,7 +3,8 @@ the formula, and the parameter shapes."""
 
 from .attention import Attention
 from .embedding import Embedding, Unembedding
-from .mlp import ACTIVATIONS, MLP, SwiGLU
+from .mlp import ACTIVATIONS, MLP, GeGLU, SwiGLU
+from .moe import MoE
 from .norm import LayerNorm, Normalise, RMSNorm, affine, center, normalise, scale
 from .positional import LearnedPositions, SinusoidalPositions, rope, rope_angles, sinusoid_table
 
@@ -11,9 +12,11 @@ __all__ = [
     "ACTIVATIONS",
     "Attention",
     "Embedding",
+    "GeGLU",
     "LayerNorm",
     "LearnedPositions",
     "MLP",
+    "MoE",
     "Normalise",
     "RMSNorm",
     "SinusoidalPositions",

@@ -12,11 +12,16 @@ The variants of the model zoo are fields, each off by default:
     bias / out_bias   b_Q, b_K, b_V / b_O (Qwen2: the first without the second)
     qk_norm           q, k ↦ RMSNorm(q), RMSNorm(k) before RoPE: per head over k ("head":
                       Qwen3, Gemma 3) or over all heads at once ("all": OLMo 2); γ_Q, γ_K
+                      (``qk_norm_offset`` 1: the gains are 1 + γ, Gemma 3's norm)
     rope_theta        q, k rotated (RoPE); ``rotary_dim`` < k rotates only the first
                       rotary_dim coordinates of each head (GPT-NeoX, Phi: partial rotary)
     scale             the scores' factor (default 1/√k; Gemma 2: query_pre_attn_scalar^-½)
     softcap           s ↦ c·tanh(s/c) before the mask (Gemma 2)
     window            a sliding window: the query at i sees the keys j with i − window < j ≤ i
+
+The cache of a windowed layer is a ring of ``window`` slots (when the cache would be
+longer): position p is written at slot p mod window beside its absolute position, and the
+mask reads the stored positions, so its memory does not grow with the generated length.
 
 How it is computed is a field too: ``impl="dense"`` materialises the [H,T,T] scores;
 ``"blockwise"`` is FlashAttention (``blockwise.py``: O(T·block) memory, fully masked
@@ -58,6 +63,7 @@ class Attention(Map):
     out_bias: bool | None = None  # None: as ``bias``
     qk_norm: str | None = None  # None | "head" | "all"
     qk_norm_eps: float = 1e-6
+    qk_norm_offset: float = 0.0  # 1: q, k scaled by 1 + γ (Gemma 3), γ initially 0
     rotary_dim: int | None = None  # None: the whole head (k)
     scale: float | None = None  # None: 1/√k
     softcap: float | None = None
@@ -112,14 +118,15 @@ class Attention(Map):
             p |= {"b_V": Param((G, k), ("G", "k"))}
         if self.has_out_bias:
             p |= {"b_O": Param((d,), ("d",))}
+        one = 1.0 - self.qk_norm_offset  # the gain starts at 1
         if self.qk_norm == "head":
             p |= {
-                "gamma_Q": Param((k,), ("k",), fill=1.0),
-                "gamma_K": Param((k,), ("k",), fill=1.0),
+                "gamma_Q": Param((k,), ("k",), fill=one),
+                "gamma_K": Param((k,), ("k",), fill=one),
             }
         elif self.qk_norm == "all":
-            p |= {"gamma_Q": Param((H, k), ("H", "k"), fill=1.0)}
-            p |= {"gamma_K": Param((G, k), ("G", "k"), fill=1.0)}
+            p |= {"gamma_Q": Param((H, k), ("H", "k"), fill=one)}
+            p |= {"gamma_K": Param((G, k), ("G", "k"), fill=one)}
         return p
 
     # -- the pieces ----------------------------------------------------------
@@ -144,7 +151,8 @@ class Attention(Map):
         x = x_HTk.astype(jnp.float32)
         axes = (-1,) if self.qk_norm == "head" else (0, -1)
         x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axes, keepdims=True) + self.qk_norm_eps)
-        g = gamma if self.qk_norm == "head" else gamma[:, None, :]
+        g = gamma.astype(jnp.float32) + self.qk_norm_offset if self.qk_norm_offset else gamma
+        g = g if self.qk_norm == "head" else g[:, None, :]
         return (x * g).astype(x_HTk.dtype)
 
     def _rope(self, x_HTk, positions):
@@ -222,16 +230,27 @@ class Attention(Map):
         return (n, f"{n}.scores", f"{n}.pattern", f"{n}.z")
 
     # -- the cached form, for generation ---------------------------------------------------
+    def ring(self, S: int) -> bool:
+        """Whether a cache of S slots is a ring of ``window`` slots (the window is shorter)."""
+        return self.window is not None and self.window < S
+
     def cache_spec(self, S):
-        """k and v of the G key/value heads at S slots: [G, S, k] each."""
-        return {"k": (self.kv_heads, S, self.k), "v": (self.kv_heads, S, self.k)}
+        """k and v of the G key/value heads at S slots: [G, S, k] each; for a window w < S
+        a ring of w slots and ``pos`` [w] (int32: 1 + the position each slot holds, 0 empty)."""
+        G, k = self.kv_heads, self.k
+        if self.ring(S):
+            w = self.window
+            return {"k": (G, w, k), "v": (G, w, k), "pos": jax.ShapeDtypeStruct((w,), jnp.int32)}
+        return {"k": (G, S, k), "v": (G, S, k)}
 
     def decode(self, params, cache, x_Td, positions, layer=()):
         """Write the chunk's k, v at its (contiguous) ``positions`` in this layer's slice of
         the cache; the query at position p attends to the slots s ≤ p (later slots hold
-        padding or nothing yet, whatever they contain)."""
+        padding or nothing yet, whatever they contain). A ring cache: ``decode_ring``."""
         if not self.causal:
             raise NotImplementedError(f"{self.name}: a non-causal attention cannot be decoded")
+        if "pos" in cache:
+            return self.decode_ring(params, cache, x_Td, positions, layer)
         q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
 
         def write(C, new_GTk):
@@ -244,6 +263,36 @@ class Attention(Map):
         seen_TS = self.visible(positions, jnp.arange(K_GSk.shape[1]))
         A_HTS = jax.nn.softmax(jnp.where(seen_TS, s_HTS, -jnp.inf), axis=-1)
         return self.out(params, self.mix(A_HTS, V_GSk.astype(x_Td.dtype))), cache
+
+    def decode_ring(self, params, cache, x_Td, positions, layer=()):
+        """The chunk at ``positions`` (non-decreasing: a repeated position is padding, never
+        written) against a ring of w slots. The query at p sees the stored slots whose
+        position q satisfies p − w < q < positions[0] (older than the chunk: a stale later
+        entry is invisible) and the chunk's own keys j ≤ its index with p − w < p_j. Then the
+        chunk's new positions are written at p mod w (of a chunk longer than w, its last w)."""
+        w, T = self.window, x_Td.shape[0]
+        q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
+        at = tuple(layer)
+        K_GWk, V_GWk, pos_W = cache["k"][at], cache["v"][at], cache["pos"][at] - 1
+        old_TW = (pos_W >= 0) & (pos_W < positions[0]) & (pos_W > positions[:, None] - w)
+        i = jnp.arange(T)
+        new_TT = (i[None, :] <= i[:, None]) & (positions[None, :] > positions[:, None] - w)
+        K = jnp.concatenate([K_GWk.astype(q_HTk.dtype), k_GTk], axis=1)
+        V = jnp.concatenate([V_GWk.astype(x_Td.dtype), v_GTk], axis=1)
+        s_HTS = self.scores(q_HTk, K)
+        A_HTS = jax.nn.softmax(jnp.where(jnp.concatenate([old_TW, new_TT], 1), s_HTS, -jnp.inf), -1)
+        y = self.out(params, self.mix(A_HTS, V))
+        fresh = jnp.concatenate([jnp.ones(1, bool), positions[1:] > positions[:-1]])
+        fresh = fresh & (positions > positions[-1] - w)
+        slot_T = jnp.where(fresh, positions % w, w)  # slot w: out of range, dropped
+
+        def write(C, new):
+            C_l = C[at].at[..., slot_T, :].set(new.astype(C.dtype), mode="drop")
+            return jax.lax.dynamic_update_slice(C, C_l[(None,) * len(layer)], (*layer, 0, 0, 0))
+
+        P_l = cache["pos"][at].at[slot_T].set(positions + 1, mode="drop")
+        P = jax.lax.dynamic_update_slice(cache["pos"], P_l[(None,) * len(layer)], (*layer, 0))
+        return y, {"k": write(cache["k"], k_GTk), "v": write(cache["v"], v_GTk), "pos": P}
 
     # -- its term, for describe --------------------------------------------------------------
     def term(self, T, x):
@@ -295,8 +344,11 @@ class Attention(Map):
             tex.append(rf"g(h) = \lceil h / {H // G} \rceil")
         if self.qk_norm is not None:
             over = "each head's k coordinates" if self.qk_norm == "head" else "all heads together"
-            text.append(f"N_Q, N_K: RMSNorm (γ_Q, γ_K, ε = {self.qk_norm_eps:g}) over {over}")
-            tex.append(r"N_Q, N_K:\ \mathrm{RMSNorm}_{\gamma_Q}, \mathrm{RMSNorm}_{\gamma_K}")
+            g = "1 + γ_Q, 1 + γ_K" if self.qk_norm_offset else "γ_Q, γ_K"
+            text.append(f"N_Q, N_K: RMSNorm ({g}, ε = {self.qk_norm_eps:g}) over {over}")
+            one = "1 + " if self.qk_norm_offset else ""
+            rms = r"\mathrm{RMSNorm}"
+            tex.append(rf"N_Q, N_K:\ {rms}_{{{one}\gamma_Q}}, {rms}_{{{one}\gamma_K}}")
         if self.rope_theta is not None:
             part = "" if r == k else f" (the first {r} of the {k} coordinates; the rest pass)"
             text.append(
@@ -315,7 +367,7 @@ class Attention(Map):
             + 2 * H * T * (self.softcap is not None)  # s / c and c · tanh
             + ((H + 2 * G) * k if self.bias else 0)
             + (d if self.has_out_bias else 0)
-            + (4 * (H + G) * k if self.qk_norm else 0)  # square, mean, scale, γ
+            + (4 * (H + G) * k if self.qk_norm else 0)  # square, mean, scale, γ (1 + γ: once)
             + (3 * (H + G) * r if self.rope_theta is not None else 0)  # two products and a sum
         )
         return Term(tuple(text), tuple(tex), flops)

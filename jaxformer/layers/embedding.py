@@ -20,6 +20,9 @@ class Embedding(Map):
     sequence are NaN (attention weighs the NaN values by 0, and 0 · NaN = NaN), never
     another token's numbers; the other sequences of a batch are untouched. (Eager entry points,
     ``jaxformer.logits`` and ``generate``, refuse such ids before they run.)
+
+    ``scale`` (Gemma: √d) multiplies the rows: x_i = scale · W_E[t_i], the factor cast to
+    W_E's dtype first, as HF's Gemma does (so bf16 weights see bf16(√d)).
     """
 
     V: int
@@ -27,6 +30,7 @@ class Embedding(Map):
     context: int | None = None
     std: float = 0.02
     name: str = "embed"
+    scale: float | None = None
     tokenwise = True
 
     domain = property(
@@ -41,10 +45,19 @@ class Embedding(Map):
         W_E = params["W_E"]
         inside = (t_T >= 0) & (t_T < self.V)
         rows = jnp.take(W_E, jnp.where(inside, t_T, 0), axis=0)
+        if self.scale is not None:
+            rows = rows * jnp.asarray(self.scale, W_E.dtype)
         return jnp.where(inside[..., None], rows, jnp.nan).astype(W_E.dtype)
 
     def term(self, T, x):
-        return Term(("t ↦ x,  x_i = W_E[t_i]",), (r"t \mapsto x,\ x_i = W_E[t_i]",))
+        if self.scale is None:
+            return Term(("t ↦ x,  x_i = W_E[t_i]",), (r"t \mapsto x,\ x_i = W_E[t_i]",))
+        c = f"{self.scale:.6g}"
+        return Term(
+            (f"t ↦ x,  x_i = {c} · W_E[t_i]",),
+            (rf"t \mapsto x,\ x_i = {c}\, W_E[t_i]",),
+            self.d,  # the scale, one product per coordinate
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -52,7 +65,8 @@ class Unembedding(Map):
     """U(x) = x W_U + b_U.   R^{T×d} → R^{T×V};  W_U: [d, V], b_U: [V] (if ``bias``).
 
     The logits are returned in float32 whatever the compute dtype, since the
-    softmax and the loss that read them need the range.
+    softmax and the loss that read them need the range. ``softcap`` c (Gemma 2) caps
+    them: z ↦ c · tanh(z / c), in float32.
     """
 
     d: int
@@ -60,6 +74,7 @@ class Unembedding(Map):
     bias: bool = False
     std: float = 0.02
     name: str = "unembed"
+    softcap: float | None = None
     tokenwise = True
 
     domain = property(lambda self: Real("T", self.d))
@@ -74,9 +89,19 @@ class Unembedding(Map):
         logits = jnp.einsum("td,dv->tv", x_Td, W_U, preferred_element_type=jnp.float32)
         if self.bias:
             logits = logits + params["b_U"]
-        return logits.astype(jnp.float32)
+        logits = logits.astype(jnp.float32)
+        if self.softcap is not None:
+            logits = self.softcap * jnp.tanh(logits / self.softcap)
+        return logits
 
     def term(self, T, x):
         b = " + b_U" if self.bias else ""
         flops = 2 * self.d * self.V + self.bias * self.V
-        return Term((f"{x} ↦ {x} W_U{b}",), (rf"{x} \mapsto {x} W_U{b}",), flops)
+        if self.softcap is None:
+            return Term((f"{x} ↦ {x} W_U{b}",), (rf"{x} \mapsto {x} W_U{b}",), flops)
+        c = f"{self.softcap:g}"
+        return Term(
+            (f"{x} ↦ {c} · tanh(({x} W_U{b}) / {c})  (the logits soft-capped at ±{c})",),
+            (rf"{x} \mapsto {c} \tanh(({x} W_U{b}) / {c})",),
+            flops + 2 * self.V,  # z / c and c · tanh
+        )

@@ -2,6 +2,7 @@
 
     MLP(x)    = φ(x W_in + b_in) W_out + b_out           φ ∈ {GELU (tanh or exact), ReLU}
     SwiGLU(x) = (silu(x W_gate) ⊙ (x W_in)) W_out         (LLaMA; no biases)
+    GeGLU(x)  = (gelu_tanh(x W_gate) ⊙ (x W_in)) W_out    (Gemma: SwiGLU with φ = tanh-GELU)
 
 The hidden point φ(·) ∈ R^m (the neurons) is recorded in the trace as
 ``"<name>.hidden"``.
@@ -115,15 +116,20 @@ class MLP(_TokenMLP):
 
 @dataclass(frozen=True, repr=False)
 class SwiGLU(_TokenMLP):
-    """x ↦ (silu(x W_gate) ⊙ x W_in) W_out.   R^d → R^d;  W_gate, W_in: [d, m], W_out: [m, d]."""
+    """x ↦ (φ(x W_gate) ⊙ x W_in) W_out, φ = silu.   R^d → R^d;  W_gate, W_in: [d, m],
+    W_out: [m, d]. ``activation`` sets φ (``GeGLU``: tanh-GELU)."""
 
     d: int
     m: int
     std: float = 0.02
     out_std: float | None = None
     name: str = "mlp"
+    activation: str = "silu"
     reads = ("W_gate", "W_in")
     bias = False
+
+    def __post_init__(self):
+        _activation(self.activation)
 
     def spec(self):
         return {
@@ -134,16 +140,31 @@ class SwiGLU(_TokenMLP):
 
     def forward(self, params, x_d):
         dt = x_d.dtype
-        h = jax.nn.silu(x_d @ params["W_gate"].astype(dt)) * (x_d @ params["W_in"].astype(dt))
+        gate = _activation(self.activation)(x_d @ params["W_gate"].astype(dt))
+        h = gate * (x_d @ params["W_in"].astype(dt))
         y = h @ params["W_out"].astype(dt)
         return y, {self.name: y, f"{self.name}.hidden": h}
 
     def term(self, T, x):
-        return Term(
-            (f"{x} ↦ (silu({x} W_gate) ⊙ {x} W_in) W_out", "silu(u) = u / (1 + e^(−u))"),
-            (
-                rf"{x} \mapsto (\mathrm{{silu}}({x} {W_GATE}) \odot {x} {W_IN}) {W_OUT}",
+        if self.activation == "silu":
+            phi, tphi = "silu", r"\mathrm{silu}"
+            rule, trule, flops = (
+                "silu(u) = u / (1 + e^(−u))",
                 r"\mathrm{silu}(u) = u / (1 + e^{-u})",
-            ),
-            6 * self.d * self.m + 5 * self.m,  # silu: 4 per coordinate, the product ⊙: 1
+                4,
+            )
+        else:
+            phi, tphi = "φ", r"\varphi"
+            rule, trule, flops = PHI[self.activation]
+        return Term(
+            (f"{x} ↦ ({phi}({x} W_gate) ⊙ {x} W_in) W_out", rule),
+            (rf"{x} \mapsto ({tphi}({x} {W_GATE}) \odot {x} {W_IN}) {W_OUT}", trule),
+            6 * self.d * self.m + (flops + 1) * self.m,  # φ per coordinate, the product ⊙: 1
         )
+
+
+@dataclass(frozen=True, repr=False)
+class GeGLU(SwiGLU):
+    """x ↦ (gelu_tanh(x W_gate) ⊙ x W_in) W_out (Gemma).   R^d → R^d;  as ``SwiGLU``."""
+
+    activation: str = "gelu_tanh"

@@ -4,7 +4,8 @@ LayerNorm = affine ∘ normalise ∘ center:
     center(x)    = x − mean(x)·1
     normalise(x) = x / sqrt(mean(x²) + ε)
     affine(x)    = γ ⊙ x + β
-RMSNorm = (x ↦ γ ⊙ x) ∘ normalise.
+RMSNorm = (x ↦ γ ⊙ x) ∘ normalise;  with ``offset`` 1 (Gemma) the gain is 1 + γ, γ stored
+as the checkpoint stores it (initially 0), so that a round trip through it is exact.
 ``center`` is a linear projection; the only non-linearity is the scale
 1/sqrt(mean(x²)+ε), which the trace records as ``"<name>.scale"`` so that
 circuit analyses can freeze it and treat the norm as an affine map.
@@ -88,6 +89,11 @@ class _Norm(Map):
     def trace_points(self):
         return (self.name, f"{self.name}.scale")
 
+    def gain(self, params):
+        """The factor the normalised x is multiplied by: γ, or 1 + γ (``offset``)."""
+        offset = getattr(self, "offset", 0.0)  # 1 + γ in float32 (HF's Gemma: 1 + w.float())
+        return params["gamma"].astype(jnp.float32) + offset if offset else params["gamma"]
+
     def plain(self) -> Normalise:
         """The norm without its affine part (same name, so a trace keeps its keys)."""
         return Normalise(self.d, self.eps, self.centered, self.name)
@@ -136,31 +142,34 @@ class LayerNorm(_Norm):
 
 @dataclass(frozen=True, repr=False)
 class RMSNorm(_Norm):
-    """x ↦ γ ⊙ x / sqrt(mean(x²) + ε).   R^d → R^d;  γ: [d]."""
+    """x ↦ γ ⊙ x / sqrt(mean(x²) + ε), or with ``offset=1`` (Gemma) x ↦ (1 + γ) ⊙ x / sqrt(…).
+    R^d → R^d;  γ: [d] (initially 1, or 0 with the offset: the gain starts at 1)."""
 
     d: int
     eps: float = 1e-6
     name: str = "ln"
+    offset: float = 0.0
     centered = False
 
     def spec(self):
-        return {"gamma": Param((self.d,), ("d",), fill=1.0)}
+        return {"gamma": Param((self.d,), ("d",), fill=1.0 - self.offset)}
 
     def forward(self, params, x_d):
-        return self._traced(x_d, params["gamma"], None)
+        return self._traced(x_d, self.gain(params), None)
 
     def apply(self, params, x_d):
         x = x_d.astype(jnp.float32)
-        return norm(x, params["gamma"], None, self.eps, False).astype(x_d.dtype)
+        return norm(x, self.gain(params), None, self.eps, False).astype(x_d.dtype)
 
     def term(self, T, x):
+        g, tg = ("(1 + γ)", r"(1 + \gamma)") if self.offset else ("γ", r"\gamma")
         return Term(
-            (f"{x} ↦ γ ⊙ {x} / √(mean({x}²) + ε),  ε = {self.eps:g}",),
+            (f"{x} ↦ {g} ⊙ {x} / √(mean({x}²) + ε),  ε = {self.eps:g}",),
             (
-                rf"{x} \mapsto \gamma \odot {x} / \sqrt{{\mathrm{{mean}}({x}^2) + \varepsilon}},"
+                rf"{x} \mapsto {tg} \odot {x} / \sqrt{{\mathrm{{mean}}({x}^2) + \varepsilon}},"
                 rf"\ \varepsilon = {tex_number(self.eps)}",
             ),
-            4 * self.d,
+            4 * self.d,  # 1 + γ is formed once per call, not per token
         )
 
 

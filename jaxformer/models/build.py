@@ -42,7 +42,7 @@ def build(c: Config, remat=None) -> Model:
     ``jax.checkpoint`` policy or True) recomputes each block in the backward pass."""
     fam = family_of(c.family)
     head = (fam.head or parts.head)(c)
-    stack = (fam.layers or (lambda c: parts.layers(c, fam.block(c), remat)))(c)
+    stack = fam.layers(c, remat) if fam.layers else parts.layers(c, fam.block(c), remat)
     stem = (fam.stem or parts.stem)(c)
     model = compose(*_maps(head), stack, *_maps(stem), name=c.family)
     if c.tied:

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 from .family import family_of
 
 _POSITIVE = ("vocab_size", "context", "n_layers", "d_model", "n_heads", "n_kv_heads")
+# Fields only some families compute: set (not None), they must be read by the family, which
+# says so by naming them in its defaults; any other family refuses them (never ignores).
+READ_BY_FAMILY = (
+    "attn_softcap", "logit_softcap", "query_pre_attn_scalar", "global_every", "rope_local_theta",
+)  # fmt: skip
+# A mixture of experts' fields (``layers/moe.py``): read, as those above, by the families
+# that name them in their defaults.
+EXPERT_FIELDS = ("n_experts", "top_k", "norm_topk", "balance_weight", "z_weight")
 # What a field left None is when its family does not say.
 FALLBACKS = dict(activation="gelu_tanh", rotary_fraction=1.0, parallel_residual=False)
 
@@ -39,7 +47,17 @@ class Config:
     out_bias: bool | None = None  # b_O alone; None: as bias
     qk_norm: str | None = None  # RMSNorm of q, k: "head" (over k) or "all" (over H·k)
     sliding_window: int | None = None  # the query at i sees keys j > i − window
+    global_every: int | None = None  # layer l is global (no window) iff (l+1) % global_every == 0
+    rope_local_theta: float | None = None  # RoPE base of the windowed (local) layers
+    attn_softcap: float | None = None  # attention scores s ↦ c·tanh(s/c)
+    logit_softcap: float | None = None  # logits z ↦ c·tanh(z/c)
+    query_pre_attn_scalar: float | None = None  # scores scaled by its ^-½ (None: d_head's)
     parallel_residual: bool | None = None  # x + A(N₁x) + M(N₂x), not two residual steps
+    n_experts: int | None = None  # E: each MLP a mixture of E experts of width d_mlp
+    top_k: int | None = None  # k: the experts each token is routed to
+    norm_topk: bool | None = None  # the k gates renormalised to sum to 1
+    balance_weight: float | None = None  # the objective's weight of the load-balancing loss
+    z_weight: float | None = None  # and of the router z-loss (layers/moe.py)
     attention: str = "auto"  # how attention computes: "dense", "blockwise" (flash) or "auto"
     attn_only: bool = False  # no MLPs (the circuits papers' toy models)
     final_norm: bool = True
@@ -70,7 +88,8 @@ class Config:
         for k, v in FALLBACKS.items():
             if getattr(self, k) is None:
                 self._set(k, v)
-        optional = ("out_bias", "qk_norm", "sliding_window")  # None is a value: off, or as bias
+        # None is a value: off, or as bias
+        optional = ("out_bias", "qk_norm", "sliding_window", *READ_BY_FAMILY, *EXPERT_FIELDS)
         unset = [
             f.name
             for f in dataclasses.fields(self)
@@ -98,7 +117,49 @@ class Config:
             )
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"Config.sliding_window must be ≥ 1, got {self.sliding_window}")
+        for k in READ_BY_FAMILY:
+            v = getattr(self, k)
+            if v is None:
+                continue
+            if k not in fam.defaults:
+                raise ValueError(
+                    f"Config.{k}={v!r} is not available for family {self.family!r}; leave it "
+                    "None (a family that computes it names it in its defaults)"
+                )
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ValueError(f"Config.{k} must be a positive number or None, got {v!r}")
+        if self.global_every is not None and (
+            not isinstance(self.global_every, int) or self.sliding_window is None
+        ):
+            raise ValueError(
+                f"Config.global_every={self.global_every!r} needs an integer and a "
+                "sliding_window (the local layers' window); set both, or neither"
+            )
+        self._check_experts(fam)
         fam.check(self)
+
+    def _check_experts(self, fam) -> None:
+        """A mixture's fields: named by the family, E ≥ 1, 1 ≤ k ≤ E, weights ≥ 0."""
+        for k in EXPERT_FIELDS:
+            if getattr(self, k) is not None and k not in fam.defaults:
+                raise ValueError(
+                    f"Config.{k}={getattr(self, k)!r} is not available for family "
+                    f"{self.family!r}, whose MLPs are not mixtures; leave it None, or choose "
+                    "a family of experts (mixtral, qwen3_moe)"
+                )
+        if self.n_experts is None:
+            return
+        E, k = self.n_experts, self.top_k
+        if not isinstance(E, int) or isinstance(E, bool) or E < 1:
+            raise ValueError(f"Config.n_experts must be a positive integer, got {E!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= E:
+            raise ValueError(f"Config.top_k must be an integer in 1..n_experts={E}, got {k!r}")
+        if not isinstance(self.norm_topk, bool):
+            raise ValueError(f"Config.norm_topk must be true or false, got {self.norm_topk!r}")
+        for w in ("balance_weight", "z_weight"):
+            v = getattr(self, w)
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"Config.{w} must be a number ≥ 0, got {v!r}")
 
     @property
     def rotary_dim(self) -> int:

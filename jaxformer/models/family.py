@@ -33,7 +33,7 @@ class Family:
     defaults: dict = field(default_factory=dict)
     check: Callable[[Config], None] = lambda c: None
     stem: Builder | None = None  # None: parts.stem
-    layers: Builder | None = None  # None: parts.layers (repeat(block, L))
+    layers: Callable | None = None  # (c, remat) → the stack; None: parts.layers (repeat)
     head: Builder | None = None  # None: parts.head
 
 

@@ -4,6 +4,7 @@
     layers(c)  B^L                R^{T×d} → R^{T×d}  (the family's block, repeated)
     head(c)    U ∘ N_f            R^{T×d} → R^{T×V}
     pre_norm(c, attn, mlp, norm)  B = (id + M ∘ N_2) ∘ (id + A ∘ N_1)
+    moe(c)     M = Σ_{e ∈ top-k} g_e E_e   a mixture of experts (``c.n_experts``)
 
 and the layers read off the config: ``attention``, ``mlp``, ``swiglu``, ``norm``
 (``c.norm``: "layernorm" or "rmsnorm").
@@ -22,6 +23,7 @@ from ..layers import (
     Embedding,
     LayerNorm,
     LearnedPositions,
+    MoE,
     RMSNorm,
     SinusoidalPositions,
     SwiGLU,
@@ -57,6 +59,14 @@ def swiglu(c: Config) -> SwiGLU:
     return SwiGLU(c.d_model, c.d_mlp, c.init_std, out_std(c), name=N.MLP)
 
 
+def moe(c: Config) -> MoE:
+    """A mixture of ``c.n_experts`` SwiGLU experts of width ``c.d_mlp``, ``c.top_k`` per token."""
+    return MoE(
+        c.d_model, c.d_mlp, c.n_experts, c.top_k, renormalize=c.norm_topk, std=c.init_std,
+        out_std=out_std(c), balance_weight=c.balance_weight, z_weight=c.z_weight, name=N.MLP,
+    )  # fmt: skip
+
+
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
 
@@ -72,11 +82,17 @@ def pre_norm(c: Config, attn: Map, token_mlp: Map) -> Map:
     attn_read = compose(attn, norm(c, N.LN1))
     if c.attn_only:
         return residual(attn_read, name=N.RESID_MID)
-    mlp_read = compose(tokenwise(token_mlp), norm(c, N.LN2))
+    mlp_read = compose(lift(token_mlp), norm(c, N.LN2))
     if c.parallel_residual:
         return residual(parallel(attn_read, mlp_read), name=N.RESID_POST)
     mlp_branch = residual(mlp_read, name=N.RESID_POST)
     return compose(mlp_branch, residual(attn_read, name=N.RESID_MID), name="block")
+
+
+def lift(m: Map) -> Map:
+    """A map of one token lifted to the sequence (``tokenwise``); a map of the sequence
+    (a mixture of experts, which routes the tokens together) as it is."""
+    return tokenwise(m) if len(m.domain.shape) == 1 else m
 
 
 def stem(c: Config) -> Map:

@@ -59,7 +59,10 @@ def pin_for_mesh(model: Map, mesh: Mesh, rules=R.RULES) -> Map:
     x = residual_pin(mesh)
     for path, m in list(model.walk()):
         if isinstance(m, Repeat):
-            model = model.replace(path, m.with_children((Pinned(m.f, pin_x=x),)))
+            # every block a repeat scans (a pattern's kinds too) holds its stream in place
+            model = model.replace(
+                path, m.with_children(tuple(Pinned(f, pin_x=x) for f in m.children()))
+            )
     return Pinned(model, pin_params=gather_pin(model.spec(), mesh, rules))
 
 

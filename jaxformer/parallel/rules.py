@@ -4,7 +4,7 @@ Every ``Param`` names its axes with the letters of the math, so one table shards
 layer, present and future, with no per-layer code::
 
     RULES = {"V": "tensor", "H": "tensor", "G": "tensor", "m": "tensor",
-             "d": "fsdp", "L": None, "k": None, "T": None}
+             "d": "fsdp", "L": None, "k": None, "T": None, "E": None}
 
     W_E [V, d]       → P("tensor", "fsdp")          vocabulary rows split (Megatron embedding)
     W_Q [L, H, d, k] → P(None, "tensor", "fsdp", None)   heads split; W_O [L, H, k, d] likewise
@@ -45,6 +45,7 @@ RULES: Mapping[str, str | tuple[str, ...] | None] = {
     "L": None,
     "k": None,
     "T": None,
+    "E": None,  # a mixture's experts: each device holds all (their d and m split as above)
 }
 BATCH = ("data", "fsdp")  # the mesh axes the batch is split over
 

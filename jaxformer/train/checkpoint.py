@@ -15,6 +15,7 @@ from ..models import Config
 from ..rundir import (
     CheckpointError,
     Checkpoints,
+    committed_steps,
     complete_steps,
     config_differences,
     load_for_inference,
@@ -26,7 +27,7 @@ from ..tokenizer import Tokenizer
 from .config import TrainConfig
 
 __all__ = [
-    "CheckpointError", "Checkpoints", "complete_steps", "config_differences",
+    "CheckpointError", "Checkpoints", "committed_steps", "complete_steps", "config_differences",
     "load_for_inference", "read_run_config", "save_run_config", "save_run_files",
     "verify_checkpoint",
 ]  # fmt: skip

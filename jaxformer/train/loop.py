@@ -154,7 +154,7 @@ def _state(run_dir: Path) -> tuple[str, int | None]:
         return "new", None
     if not any((run_dir / n).exists() for n in _RUN_MARKS):
         return "foreign", None
-    steps = C.complete_steps(run_dir)
+    steps = C.complete_steps(run_dir) or C.committed_steps(run_dir)  # unsealed: kept too
     return ("started", steps[-1]) if steps else ("unstarted", None)
 
 
@@ -421,8 +421,9 @@ class _Progress:
     def __init__(self, run: _Run, start: int, resume: bool):
         cfg = run.cfg
         self.run, self.show = run, cfg.progress and run.lead
-        self.metrics = report.Metrics(cfg.run_dir / "metrics.jsonl", start if resume else None)
-        self.metrics = self.metrics if run.lead else _NoMetrics()
+        # Process 0 alone opens the file: a second opener would unlink the one it writes.
+        path, keep = cfg.run_dir / "metrics.jsonl", start if resume else None
+        self.metrics = report.Metrics(path, keep) if run.lead else _NoMetrics()
         self.bar = None
         # The peak is re-measured at every eval and kept at its best: on a shared machine one
         # measurement can land in a busy moment, which would overstate the MFU. It is one
@@ -434,8 +435,9 @@ class _Progress:
         self.timed_steps, self.step_s = 0, 0.0  # steps after the first, and their seconds
         self.params = None  # the final params, once the loop has run
 
-    def step(self, k: int, seconds: float, loss: float) -> None:
-        """Step ``k`` is done in ``seconds`` (its batch, the step and the sync of its loss)."""
+    def step(self, k: int, seconds: float, loss: float, experts: dict | None = None) -> None:
+        """Step ``k`` is done in ``seconds`` (its batch, the step and the sync of its loss);
+        ``experts``: a mixture's load, as ``_experts``."""
         cfg = self.run.cfg
         if self.bar is None:  # the first step compiled: the bar and its ETA start here
             self.bar = tqdm(total=cfg.steps, initial=k, unit="step", disable=not self.show,
@@ -446,8 +448,10 @@ class _Progress:
         self.bar.update(1)
         if k % cfg.log_every == 0 or k == cfg.steps:
             tok_s = self.tokens_per_s()
+            load = (experts or {}).get("expert_load")
+            busiest = f"  busiest expert {max(load) * len(load):.2f}× its share" if load else ""
             self.bar.set_postfix_str(
-                f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {self.mfu(tok_s):.1%}"
+                f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {self.mfu(tok_s):.1%}{busiest}"
             )
 
     def tokens_per_s(self) -> float:
@@ -491,6 +495,16 @@ def _save(run: _Run, k: int, params, opt_state) -> None:
     run.ckpt.save(k, params, opt_state, meta)
 
 
+def _experts(m: dict) -> dict:
+    """A mixture of experts' part of a step's metrics line: its auxiliary loss, each
+    expert's share of the routed (token, expert) pairs (over layers), and the fraction of
+    pairs dropped (0: the routed form drops none); {} for a model without experts."""
+    if "expert_load" not in m:
+        return {}
+    load = [round(float(v), 5) for v in m["expert_load"]]
+    return {"aux_loss": float(m["aux_loss"]), "expert_load": load, "dropped": 0.0}
+
+
 def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, resume, stop):
     """The steps from ``start`` to the end, the time budget or a SIGTERM, saving as they
     go; the last params are saved and left in ``progress.params``. (last step, why it
@@ -508,13 +522,15 @@ def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, 
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 raise _diverged(run, k, loss, gnorm)
             k += 1
+            experts = _experts(m)
             progress.metrics.write(
                 {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
+                | experts
                 | {"time": round(time.time() - t_loop, 3)}
             )
             if k == fault:  # a test's signal at a known step, once its metrics line is out
                 os.kill(os.getpid(), fault_signal)
-            progress.step(k, seconds, loss)
+            progress.step(k, seconds, loss, experts)
             t_budget = t_budget or time.time()  # the budget counts from the first step's end
             if k % cfg.eval_every == 0 and k < cfg.steps:
                 progress.evaluate(params, k, full=False)

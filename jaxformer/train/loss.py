@@ -2,6 +2,8 @@
 
     nll_t = logsumexp(z_t) − z_t[y_t]            z = model(x) ∈ R^{T×V},  y_t = x_{t+1}
     loss  = mean_t nll_t                          (nats per token)
+    J     = loss + Σ_l a_l                        the objective: a_l the auxiliary losses
+                                                  (points named "*.aux": a mixture's router)
     bpb   = Σ nll / ln 2 / Σ bytes(y_t)           (bits per UTF-8 byte of the text predicted)
 
 Bits per byte does not depend on the tokenizer, so runs with different
@@ -44,6 +46,32 @@ def batch_nll(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "
 def loss(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
     """The mean next-token NLL of a batch of windows (nats per token): a scalar."""
     return batch_nll(model, params, windows_BT1, compute_dtype).mean()
+
+
+AUX, LOAD = ".aux", ".load"  # trace points: a term of the objective; an expert's share
+
+
+def auxiliary(model: Map) -> bool:
+    """Whether ``model`` adds terms to the objective (a trace point named "*.aux")."""
+    return any(p.endswith(AUX) for _, m in model.walk() for p in m.trace_points())
+
+
+def objective(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
+    """(J, {"loss": the mean NLL, and for a model with auxiliary terms "aux_loss": their
+    sum, "expert_load": each expert's share of the routed pairs, [E], over layers and
+    windows}). J = loss + aux_loss; without auxiliary terms J = loss, as ``loss``."""
+    if not auxiliary(model):
+        nll = loss(model, params, windows_BT1, compute_dtype)
+        return nll, {"loss": nll}
+    x, y = windows_BT1[:, :-1], windows_BT1[:, 1:]
+    logits, points = jax.vmap(model.trace, in_axes=(None, 0))(cast(params, compute_dtype), x)
+    nll = jax.vmap(token_nll)(logits, y).mean()
+    named = [(jax.tree_util.keystr(k), v) for k, v in jax.tree_util.tree_leaves_with_path(points)]
+    ends = lambda suffix: [v for k, v in named if k.endswith(suffix + "']")]
+    aux = sum(jnp.sum(a.astype(jnp.float32)) for a in ends(AUX)) / x.shape[0]  # Σ_l, mean_b
+    loads = ends(LOAD)  # each [B, (L,) E]
+    load = jnp.mean(jnp.stack([v.reshape(-1, v.shape[-1]).mean(0) for v in loads]), 0)
+    return nll + aux, {"loss": nll, "aux_loss": aux, "expert_load": load}
 
 
 def bits_per_byte(nll_nats: float, n_bytes: int) -> float:

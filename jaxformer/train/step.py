@@ -1,7 +1,8 @@
 """The jitted train and eval steps.
 
-    train_step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm})
-        g = (1/M) Σ_m ∇_θ loss(θ, x_m)       one lax.scan over the M micro-batches
+    train_step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm, (aux_loss, expert_load)})
+        g = (1/M) Σ_m ∇_θ J(θ, x_m)          one lax.scan over the M micro-batches
+        J = loss (+ the auxiliary losses of a mixture of experts: ``loss.objective``)
         θ', s' = optimizer.update(g, s, θ)
 
 A batch of M micro-batches of b windows gives the gradient of one batch of M·b
@@ -46,20 +47,22 @@ def unrolled(model: Map) -> Map:
 
 
 def loss_and_grad(model: Map, compute_dtype: str = "float32"):
-    """(θ, x_MbT1) ↦ (loss, ∇_θ loss) of the M·b windows, accumulated over the M micro-batches."""
+    """(θ, x_MbT1) ↦ (metrics, ∇_θ J) of the M·b windows, accumulated over the M
+    micro-batches: J the objective (``loss.objective``), metrics its parts ({loss, …})."""
     model = unrolled(model)
-    grad_fn = jax.value_and_grad(lambda p, x: L.loss(model, p, x, compute_dtype))
+    grad_fn = jax.grad(lambda p, x: L.objective(model, p, x, compute_dtype), has_aux=True)
 
     def loss_and_grad(params, batch_MbT1):
         M = batch_MbT1.shape[0]
+        flip = lambda grads, metrics: (metrics, grads)
         if M == 1:
-            return grad_fn(params, batch_MbT1[0])
+            return flip(*grad_fn(params, batch_MbT1[0]))
 
         def accumulate(carry, x):
-            return jax.tree.map(jnp.add, carry, grad_fn(params, x)), None
+            return jax.tree.map(jnp.add, carry, flip(*grad_fn(params, x))), None
 
-        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        total, _ = jax.lax.scan(accumulate, zero, batch_MbT1)
+        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch_MbT1[0]))
+        total, _ = jax.lax.scan(accumulate, flip(*zero), batch_MbT1)
         return jax.tree.map(lambda a: a / M, total)
 
     return loss_and_grad
@@ -70,10 +73,10 @@ def make_train_step(model: Map, optimizer: optax.GradientTransformation, compute
     grad_fn = loss_and_grad(model, compute_dtype)
 
     def step(params, opt_state, batch_MbT1):
-        loss, grads = grad_fn(params, batch_MbT1)
+        metrics, grads = grad_fn(params, batch_MbT1)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return params, opt_state, metrics | {"grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, donate_argnums=(0, 1))
 

@@ -41,7 +41,7 @@ def test_every_layer_and_the_tokenizer_are_named():
         for name, t in vars(jaxformer.layers).items()
         if isinstance(t, type) and issubclass(t, Map) and t.term is not Map.term
     }
-    assert len(layers) == 10 and layers <= set(REFS)
+    assert len(layers) == 12 and layers <= set(REFS)
     tokenizer = ("jaxformer.tokenizer.Tokenizer.encode", "jaxformer.tokenizer.encode.bpe")
     core = ("jaxformer.layers.rope", "jaxformer.core.residual", "jaxformer.core.tie")
     assert set(tokenizer + core) <= set(REFS)

@@ -12,13 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from hf_reference import hf_logits, load_hf, rel  # noqa: E402
+from hf_reference import hf_greedy, hf_logits, random_export, rel  # noqa: E402
 from llama_like_hf import CLASSES, RTOL, V  # noqa: E402
 
 from jaxformer import Config, build  # noqa: E402
-from jaxformer.core import is_param  # noqa: E402
 from jaxformer.generate import decode_step, empty_cache, generate  # noqa: E402
-from jaxformer.interop import to_hf  # noqa: E402
 
 CTX, W = 32, 4
 MODELS = {  # a window of W on every layer, GQA or MQA, k ≠ d/H, biases, tied
@@ -32,13 +30,8 @@ MODELS = {  # a window of W on every layer, GQA or MQA, k ≠ d/H, biases, tied
 def windowed(request, tmp_path_factory):
     """(jaxformer model, params, the export loaded by transformers) of one family."""
     model = build(MODELS[request.param])
-    rng = np.random.default_rng(0)  # every parameter random: gains ≠ 1 and biases ≠ 0 too
-    draw = lambda p: (p.fill + 0.3 * rng.standard_normal(p.shape)).astype(np.float32)
-    params = jax.tree.map(draw, model.spec(), is_leaf=is_param)
-    params["embed"]["W_E"] *= 2  # logits of about 5–10
     path = tmp_path_factory.mktemp(request.param)
-    to_hf(model, params, path)
-    hf = load_hf(path)
+    params, hf = random_export(model, path, seed=0, embed_scale=2)
     assert type(hf).__name__ == CLASSES[request.param]
     return model, params, hf
 
@@ -66,11 +59,7 @@ def test_greedy_generation_equals_transformers(windowed):
     prompts, N = [[3, 14, 15, 9, 2, 40], [27, 1, 8]], 3 * W  # past 2W new tokens
     ours = np.asarray(generate(model, params, prompts, N, temperature=0))  # one ragged batch
     for p, row in zip(prompts, ours, strict=True):
-        ids = torch.tensor([p])
-        with torch.no_grad():
-            out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N,
-                              do_sample=False)  # fmt: skip
-        ref = out[0, len(p) :].numpy()
+        ref = hf_greedy(hf, p, N)
         assert len(set(ref)) > 3  # not a degenerate repetition
         assert list(row) == list(ref)
 

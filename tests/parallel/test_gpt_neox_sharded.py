@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxformer import Config
+
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
 
 CONFIG = Config(
     "gpt_neox", 64, 16, 2, 32, n_heads=8, activation="gelu", rotary_fraction=0.5,

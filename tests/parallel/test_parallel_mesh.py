@@ -1,8 +1,9 @@
-"""The sharded step on 8 CPU devices equals the library's step on one, on four meshes.
+"""The sharded step on 8 CPU devices equals the library's step on one, on three meshes
+(data alone, all three axes, tensor alone).
 
 One subprocess (XLA_FLAGS fixes the device count before jax starts, and this worker's
 jax must keep its own) runs eight_devices.py; the tests read its JSON report. GPT-2
-runs on the four meshes; Llama (grouped-query W_K, W_V; SwiGLU's W_gate; an untied
+runs on the three meshes; Llama (grouped-query W_K, W_V; SwiGLU's W_gate; an untied
 W_U) on the one that splits everything.
 """
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-RUNS = [("gpt2", m) for m in [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8)]] + [("llama", (2, 2, 2))]
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
+
+RUNS = [("gpt2", m) for m in [(8, 1, 1), (2, 2, 2), (1, 1, 8)]] + [("llama", (2, 2, 2))]
 TOL = 1e-5
-# One worker runs the module: its fixture (the subprocess runs) then runs once.
-pytestmark = pytest.mark.xdist_group("parallel_mesh")
 
 # Written out from the table (V, H, G, m → tensor; d → fsdp; L, k, T → none), not computed.
 ATTN = {

@@ -25,10 +25,10 @@ from jaxformer.train.checkpoint import load_for_inference
 from jaxformer.train.data import bundled_corpus
 from jaxformer.train.report import read_metrics
 
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
+
 WORKER = Path(__file__).with_name("mp_worker.py")
 TOL = 1e-5
-# One worker runs the module: its fixture (the subprocess runs) then runs once.
-pytestmark = pytest.mark.xdist_group("parallel_processes")
 
 
 def _free_port() -> int:

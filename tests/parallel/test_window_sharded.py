@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
+
 MESH = (2, 2, 2)
 TOL = 1e-5
 MODELS = {  # eight_devices.run's data: V = 64, T = 16
@@ -28,7 +30,6 @@ from jaxformer import Config
 E.CONFIGS.update({{{models}}})
 print(json.dumps({{f: E.run(f, [{mesh}]) for f in {names}}}))
 """
-pytestmark = pytest.mark.xdist_group("window_sharded")
 
 
 @pytest.fixture(scope="module")

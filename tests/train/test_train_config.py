@@ -169,3 +169,15 @@ def test_a_run_without_a_complete_checkpoint_starts_again(tmp_path):
         cfg, mode = resolve("tiny", {"out": str(tmp_path / "run")}, resume, log=notes.append)
         assert mode == "new" and not (tmp_path / "run" / "metrics.jsonl").exists()
     assert "holds no complete checkpoint" in notes[0] and len(notes) == 2
+
+
+def test_a_checkpoint_without_a_manifest_is_never_deleted_by_a_restart(capsys, tmp_path):
+    """A step orbax committed but no manifest sealed (an older jaxformer's) is in the way of
+    a new run like any checkpoint: only --overwrite replaces it."""
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "10"
+    step.mkdir(parents=True)
+    (step / "_CHECKPOINT_METADATA").write_text("{}")
+    (run / "config.json").write_text("{}")
+    _fails(["--out", str(run)], capsys, "stopped at step 10", "--overwrite")
+    assert step.is_dir()

@@ -21,6 +21,8 @@ from jaxformer.train.checkpoint import Checkpoints, load_for_inference
 from jaxformer.train.data import bundled_corpus
 from jaxformer.train.report import read_metrics
 
+pytestmark = pytest.mark.slow  # a module fixture of a minute or more
+
 STEPS = 150
 FAULT = "JAXFORMER_FAULT_AT_STEP"  # read by the training loop: a test's kill -9 at a known step
 

@@ -91,10 +91,16 @@ def config_to_hf(c: Config) -> dict:
     )
 
 
-def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
-    """HF LLaMA tensors → the params pytree of ``build(c)``."""
+def params_from_hf(ckpt: Checkpoint, c: Config, mlp=None) -> dict:
+    """HF LLaMA tensors → the params pytree of ``build(c)``; ``mlp(l)``, if given, takes
+    layer l's MLP params instead of the SwiGLU's (a mixture's: ``mixtral.py``)."""
     V, d, H, G, k, m = c.vocab_size, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp
     base = lambda name, *shape: ckpt.take(PREFIX + name, *shape)
+    swiglu = lambda t: {
+        "W_gate": t("mlp.gate_proj.weight", m, d).T,
+        "W_in": t("mlp.up_proj.weight", m, d).T,
+        "W_out": t("mlp.down_proj.weight", d, m).T,
+    }
 
     def layer(l: int) -> dict:
         t = lambda name, *shape: base(f"layers.{l}.{name}", *shape)
@@ -111,11 +117,7 @@ def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
             "ln1": {"gamma": t("input_layernorm.weight", d)},
             "attn": attn,
             "ln2": {"gamma": t("post_attention_layernorm.weight", d)},
-            "mlp": {
-                "W_gate": t("mlp.gate_proj.weight", m, d).T,
-                "W_in": t("mlp.up_proj.weight", m, d).T,
-                "W_out": t("mlp.down_proj.weight", d, m).T,
-            },
+            "mlp": swiglu(t) if mlp is None else mlp(l),
         }
 
     W_E = base("embed_tokens.weight", V, d)
@@ -129,11 +131,13 @@ def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
     return params
 
 
-def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
-    """The params pytree of ``build(c)`` (numpy) → HF LLaMA tensors (the inverse map)."""
+def params_to_hf(p: dict, c: Config, mlp=None) -> dict[str, np.ndarray]:
+    """The params pytree of ``build(c)`` (numpy) → HF LLaMA tensors (the inverse map);
+    ``mlp(params, l)``, if given, names layer l's MLP tensors (under ``model.``)."""
     out = {"embed_tokens.weight": p["embed"]["W_E"], "norm.weight": p["ln_f"]["gamma"]}
     for l, b in enumerate(unstack(p["blocks"], c.n_layers)):
-        a, mlp, s = b["attn"], b["mlp"], f"layers.{l}."
+        a, s = b["attn"], f"layers.{l}."
+        out |= swiglu_to_hf(b["mlp"], s) if mlp is None else mlp(b["mlp"], l)
         out |= {
             s + "input_layernorm.weight": b["ln1"]["gamma"],
             s + "self_attn.q_proj.weight": merge_heads(a["W_Q"]).T,
@@ -141,9 +145,6 @@ def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
             s + "self_attn.v_proj.weight": merge_heads(a["W_V"]).T,
             s + "self_attn.o_proj.weight": a["W_O"].reshape(-1, c.d_model).T,
             s + "post_attention_layernorm.weight": b["ln2"]["gamma"],
-            s + "mlp.gate_proj.weight": mlp["W_gate"].T,
-            s + "mlp.up_proj.weight": mlp["W_in"].T,
-            s + "mlp.down_proj.weight": mlp["W_out"].T,
         }
         if c.bias:
             for name, proj in (("b_Q", "q"), ("b_K", "k"), ("b_V", "v"), ("b_O", "o")):
@@ -152,3 +153,9 @@ def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
     if not c.tied:
         tensors["lm_head.weight"] = p["unembed"]["W_U"].T
     return tensors
+
+
+def swiglu_to_hf(w: dict, layer: str) -> dict[str, np.ndarray]:
+    """One layer's SwiGLU params → its HF tensors ``{layer}mlp.*_proj.weight``."""
+    names = (("gate_proj", "W_gate"), ("up_proj", "W_in"), ("down_proj", "W_out"))
+    return {f"{layer}mlp.{hf}.weight": w[ours].T for hf, ours in names}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...models import Config
+from ...models.config import EXPERT_FIELDS
 from ..mapping import Checkpoint, stack, unstack
 from . import llama, mistral
 
@@ -68,7 +69,8 @@ def config_to_hf(c: Config, model_type=MODEL_TYPE, architecture=ARCHITECTURE) ->
 
 def as_llama(c: Config, **changes) -> Config:
     """``c`` as the LLaMA config whose tensors llama.py maps: the rest is this family's."""
-    kw = dict(family="llama", qk_norm=None, sliding_window=None) | changes
+    off = dict(qk_norm=None, sliding_window=None) | dict.fromkeys(EXPERT_FIELDS)
+    kw = dict(family="llama", **off) | changes
     return c.replace(**kw)
 
 

@@ -37,18 +37,18 @@ def config_to_hf(c: Config) -> dict:
     return qwen2.config_to_hf(c, MODEL_TYPE, ARCHITECTURE) | dict(attention_bias=c.bias)
 
 
-def params_from_hf(ckpt: Checkpoint, c: Config) -> dict:
-    """HF Qwen3 tensors → the params pytree of ``build(c)``."""
+def params_from_hf(ckpt: Checkpoint, c: Config, mlp=None) -> dict:
+    """HF Qwen3 tensors → the params pytree of ``build(c)`` (``mlp``: as llama's)."""
     take = lambda l, n: ckpt.take(f"{PREFIX}layers.{l}.self_attn.{n}.weight", c.d_head)
     norms = stack([{g: take(l, n) for g, n in NORMS} for l in range(c.n_layers)])
-    params = llama.params_from_hf(ckpt, qwen2.as_llama(c))  # after: it checks none is left
+    params = llama.params_from_hf(ckpt, qwen2.as_llama(c), mlp)  # after: it checks none is left
     params["blocks"]["attn"] |= norms
     return params
 
 
-def params_to_hf(p: dict, c: Config) -> dict[str, np.ndarray]:
+def params_to_hf(p: dict, c: Config, mlp=None) -> dict[str, np.ndarray]:
     """The params pytree of ``build(c)`` (numpy) → HF Qwen3 tensors (the inverse map)."""
-    out = llama.params_to_hf(p, qwen2.as_llama(c))
+    out = llama.params_to_hf(p, qwen2.as_llama(c), mlp)
     for l, a in enumerate(unstack(p["blocks"]["attn"], c.n_layers)):
         out |= {f"{PREFIX}layers.{l}.self_attn.{n}.weight": a[g] for g, n in NORMS}
     return out

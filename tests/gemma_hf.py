@@ -1,0 +1,34 @@
+"""transformers' Gemma, Gemma 2 and Gemma 3 (text), built from config objects with every
+parameter random: the reference that tests/interop/test_gemma_*.py compare jaxformer with."""
+
+import numpy as np
+import transformers
+from hf_reference import randomize
+
+RTOL = 1e-5  # max |Δ logits| / max |logits|, float32
+V, B, T = 61, 2, 16
+CLASSES = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+}
+
+
+def hf_class(family: str):
+    return getattr(transformers, CLASSES[family])
+
+
+def build_hf(family: str, kw: dict, context: int = T, seed: int = 0):
+    """A random ``family`` model of transformers' (eager attention: the exact reference).
+    The norms' weights w are drawn in [0.5, 1.5) (gains 1 + w ≠ 1)."""
+    cls = hf_class(family)
+    base = dict(num_hidden_layers=2, intermediate_size=40, max_position_embeddings=context)
+    cfg = cls.config_class(
+        vocab_size=V, attn_implementation="eager", bos_token_id=None, eos_token_id=None,
+        pad_token_id=None, **(base | kw),
+    )  # fmt: skip
+    return randomize(cls(cfg), seed, std=0.3, head=2.0)
+
+
+def tokens_for(seed: int, n: int = T) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, V, (B, n))
