@@ -70,7 +70,9 @@ def test_import_export_match_transformers_and_round_trip_exactly(name, tmp_path)
     assert 4 < np.abs(ref).max() < 15  # logits of the size of a trained model's
 
     model, params = from_hf(src)
-    assert rel(logits(model, params, tokens), ref) <= RTOL
+    got = rel(logits(model, params, tokens), ref)
+    print(f"{name}: max relative logit difference {got:.2e}")
+    assert got <= RTOL
 
     to_hf(model, params, out)
     assert rel(hf_logits(load_hf(out), tokens), ref) <= RTOL
