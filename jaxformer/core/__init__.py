@@ -1,20 +1,10 @@
 """Spaces, maps and their composition; no model knowledge."""
 
-from .combinators import (
-    Compose,
-    Parallel,
-    Pattern,
-    Repeat,
-    Residual,
-    compose,
-    parallel,
-    pattern,
-    repeat,
-    residual,
-)
+from .combinators import Compose, Parallel, Residual, compose, parallel, residual
 from .faces import FaceError, require
 from .map import DISPLAY, Cache, Map, Param, Params, Trace, is_param, materialize
 from .spaces import Real, ShapeError, Space, Tokens
+from .stacks import Pattern, Repeat, pattern, repeat
 from .term import Term, per_token, tex_name, tex_number, tex_param
 from .wrappers import Scope, Tie, Tokenwise, Wrapper, scope, tie, tokenwise, untie
 
