@@ -42,7 +42,6 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
 from ..atomic import atomic_open
 from ..core import require
@@ -68,9 +67,9 @@ from . import data, optim, report, sampler, step
 from .budget import size_run
 from .config import RESUMABLE, ConfigError, TrainConfig
 from .evaluate import make_evaluator
-from .loss import bits_per_byte
 from .preempt import Preemption
 from .process import keep_freed_memory
+from .progress import Progress, expert_metrics
 from .remat import build_model
 from .sharded import stepper
 
@@ -231,14 +230,6 @@ def _silent(line: str) -> None:
     pass
 
 
-class _NoMetrics:  # what processes other than 0 write
-    def write(self, record: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class _Run:
     """What a run is made of, set up once by ``_setup`` and read by the steps below."""
@@ -268,7 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=_print, stop: Preemption |
         start, params, opt_state, train_step = _start(run, resume)
         cfg = run.cfg  # sized to the time budget on a new run
         run.log(_announce(run, params, start, resume))
-        progress = _Progress(run, start, resume)
+        progress = Progress(run, start, resume)
         k, why, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start,
                                        resume, stop)  # fmt: skip
     if why == "preempted":
@@ -411,83 +402,6 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
     )
 
 
-class _Progress:
-    """The bar, the metrics file, the evals, throughput and MFU of a run (process 0 writes).
-
-    Throughput counts the training steps only, from the step after the first (which
-    compiles): neither compiling, evals nor checkpoints. The bar, and so its ETA, starts
-    once the first step is done."""
-
-    def __init__(self, run: _Run, start: int, resume: bool):
-        cfg = run.cfg
-        self.run, self.show = run, cfg.progress and run.lead
-        # Process 0 alone opens the file: a second opener would unlink the one it writes.
-        path, keep = cfg.run_dir / "metrics.jsonl", start if resume else None
-        self.metrics = report.Metrics(path, keep) if run.lead else _NoMetrics()
-        self.bar = None
-        # The peak is re-measured at every eval and kept at its best: on a shared machine one
-        # measurement can land in a busy moment, which would overstate the MFU. It is one
-        # device's, times the devices (CPU devices forced by XLA_FLAGS share their cores).
-        self.peak = report.measure_peak_flops()
-        cpu = jax.default_backend() == "cpu"
-        self.chips = jax.process_count() if cpu else run.mesh.size
-        self.flops = report.flops_per_token(run.model, cfg.context)
-        self.timed_steps, self.step_s = 0, 0.0  # steps after the first, and their seconds
-        self.params = None  # the final params, once the loop has run
-
-    def step(self, k: int, seconds: float, loss: float, experts: dict | None = None) -> None:
-        """Step ``k`` is done in ``seconds`` (its batch, the step and the sync of its loss);
-        ``experts``: a mixture's load, as ``_experts``."""
-        cfg = self.run.cfg
-        if self.bar is None:  # the first step compiled: the bar and its ETA start here
-            self.bar = tqdm(total=cfg.steps, initial=k, unit="step", disable=not self.show,
-                            leave=False)  # fmt: skip
-            return
-        self.timed_steps += 1
-        self.step_s += seconds
-        self.bar.update(1)
-        if k % cfg.log_every == 0 or k == cfg.steps:
-            tok_s = self.tokens_per_s()
-            load = (experts or {}).get("expert_load")
-            busiest = f"  busiest expert {max(load) * len(load):.2f}× its share" if load else ""
-            self.bar.set_postfix_str(
-                f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {self.mfu(tok_s):.1%}{busiest}"
-            )
-
-    def tokens_per_s(self) -> float:
-        cfg = self.run.cfg
-        return self.timed_steps * cfg.batch_size * cfg.context / self.step_s if self.step_s else 0.0
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def say(self, line: str) -> None:
-        self.bar.write(line) if self.show and self.bar is not None else self.run.log(line)
-
-    def mfu(self, tok_s: float) -> float:
-        return tok_s * self.flops / (self.peak * self.chips)
-
-    def evaluate(self, params, k: int, full: bool) -> dict:
-        corpus, cfg = self.run.corpus, self.run.cfg
-        self.peak = max(self.peak, report.measure_peak_flops())
-        nll, n_tok, n_bytes = self.run.evaluate(params, None if full else cfg.periodic_eval_batches)
-        r = {
-            "step": k, "val_loss": nll / n_tok, "val_ppl": math.exp(min(nll / n_tok, 50)),
-            "val_bpb": bits_per_byte(nll, n_bytes), "bzip2_bpb": corpus.bzip2_bpb,
-            "val_tokens": n_tok,
-        }  # fmt: skip
-        self.metrics.write(r)
-        b = cfg.batch_size // cfg.micro_batches
-        every = full or cfg.periodic_eval_batches * b >= self.run.evaluate.windows
-        self.say(
-            f"eval   step {k:>6}: val loss {r['val_loss']:.4f}  ppl {r['val_ppl']:.2f}  "
-            f"bits/byte {r['val_bpb']:.4f} (bzip2 -9: {corpus.bzip2_bpb:.4f})"
-            + ("  [all of val]" if every else f"  [a fixed {n_tok:,} of val's tokens]")
-        )
-        return r
-
-
 def _save(run: _Run, k: int, params, opt_state) -> None:
     meta = {"sampler": {"seed": run.cfg.seed, "step": k}}
     meta |= {"tokenizer_sha256": run.corpus.tokenizer_sha256}
@@ -495,17 +409,7 @@ def _save(run: _Run, k: int, params, opt_state) -> None:
     run.ckpt.save(k, params, opt_state, meta)
 
 
-def _experts(m: dict) -> dict:
-    """A mixture of experts' part of a step's metrics line: its auxiliary loss, each
-    expert's share of the routed (token, expert) pairs (over layers), and the fraction of
-    pairs dropped (0: the routed form drops none); {} for a model without experts."""
-    if "expert_load" not in m:
-        return {}
-    load = [round(float(v), 5) for v in m["expert_load"]]
-    return {"aux_loss": float(m["aux_loss"]), "expert_load": load, "dropped": 0.0}
-
-
-def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, resume, stop):
+def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, resume, stop):
     """The steps from ``start`` to the end, the time budget or a SIGTERM, saving as they
     go; the last params are saved and left in ``progress.params``. (last step, why it
     stopped: "end" | "budget" | "preempted", tokens/s over the training steps, seconds)."""
@@ -522,7 +426,7 @@ def _loop(run: _Run, progress: _Progress, params, opt_state, train_step, start, 
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 raise _diverged(run, k, loss, gnorm)
             k += 1
-            experts = _experts(m)
+            experts = expert_metrics(m)
             progress.metrics.write(
                 {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
                 | experts
@@ -557,7 +461,7 @@ def _stop_reason(cfg: TrainConfig, t_budget: float, stop: Preemption) -> str:
     return ("end", "budget", "preempted")[from_lead(2 if stop.requested else int(bool(spent)))]
 
 
-def _preempted(run: _Run, progress: _Progress, k: int) -> dict:
+def _preempted(run: _Run, progress: Progress, k: int) -> dict:
     """After a SIGTERM: the checkpoint of step ``k`` is written; say how to go on."""
     progress.metrics.close()
     run.ckpt.wait()
@@ -581,7 +485,7 @@ def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
     )
 
 
-def _finish(run: _Run, progress: _Progress, k: int, stopped: bool, tok_s, train_s, t_start):
+def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s, t_start):
     """The final eval over all of val, the loss curve, a sample and the summary."""
     cfg, corpus, params = run.cfg, run.corpus, progress.params
     final = progress.evaluate(params, k, full=True)

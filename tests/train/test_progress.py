@@ -8,7 +8,7 @@ import pytest
 
 from jaxformer.train import TrainConfig
 from jaxformer.train.config import MIN_EVAL_TOKENS
-from jaxformer.train.loop import _Progress
+from jaxformer.train.progress import Progress
 from jaxformer.train.remat import build_model
 
 
@@ -18,7 +18,7 @@ def progress(tmp_path):
     model = build_model(cfg.model_config(300), cfg.remat)
     mesh = SimpleNamespace(size=1)
     run = SimpleNamespace(cfg=cfg, lead=True, log=lambda s: None, mesh=mesh, model=model)
-    p = _Progress(run, 0, False)
+    p = Progress(run, 0, False)
     yield p
     p.close()
     p.metrics.close()
