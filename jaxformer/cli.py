@@ -27,6 +27,7 @@ COMMANDS = (
     "jaxformer.tokenizer.cli",  # tokenizer train|encode|decode
     "jaxformer.describe.cli",  # describe
     "jaxformer.interop.cli",  # convert
+    "jaxformer.evaluation.cli",  # eval
 )
 
 

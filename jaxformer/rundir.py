@@ -2,7 +2,8 @@
 
     runs/<name>/
       config.json            {"train": the training settings, "model": models.Config}
-      tokenizer/             the tokenizer (Tokenizer.save)
+      tokenizer/             the tokenizer (Tokenizer.save; or HFTokenizer.save, its
+                             tokenizer.json alone, in a run `convert --from-hf` wrote)
       SHA256SUMS             the sha256 of config.json and the tokenizer, written last
       checkpoints/<step>/    params, opt_state (orbax); meta (JSON: step, sampler state,
                              both configs, the tokenizer's sha256); SHA256SUMS
@@ -10,6 +11,8 @@
       metrics.jsonl, loss.png, sample.txt
 
 It sits below ``train`` (which writes runs), so reading one needs nothing of training.
+``write_run`` writes a run that no training made (an imported model: ``convert --from-hf``);
+its "train" settings say where it came from, and its checkpoint has no optimizer state.
 
 Every read is verified. A checkpoint's ``SHA256SUMS`` lists every file orbax wrote but
 its own commit bookkeeping; it is written into orbax's temporary directory once all
@@ -43,14 +46,22 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from .atomic import MANIFEST, Damaged, verify_manifest, write_manifest
+from .atomic import (
+    MANIFEST,
+    Damaged,
+    atomic_dir,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from .models import Config, build
-from .tokenizer import Tokenizer
+from .tokenizer import HFTokenizer, Tokenizer
 
 _MARKER = "_CHECKPOINT_METADATA"  # written by orbax inside the renamed step directory
 # What orbax writes or rewrites at its rename, after the manifest: left out of it.
 _COMMIT_FILES = (_MARKER, "commit_success.txt")
 RUN_FILES = ("config.json", "tokenizer/tokenizer.json", "tokenizer/vocab.tiktoken")
+_RANKS = "tokenizer/vocab.tiktoken"  # absent where the run's tokenizer is an HF one
 
 
 class CheckpointError(ValueError):
@@ -127,18 +138,15 @@ class Checkpoints:
 
     def save(self, step: int, params, opt_state, meta: dict) -> None:
         """Start saving ``step`` (every process, with its global arrays); returns once the
-        arrays are copied to host memory (a buffer donated later is no longer read)."""
+        arrays are copied to host memory (a buffer donated later is no longer read).
+        ``opt_state=None``: no optimizer state (a run for inference only, ``write_run``)."""
         self._manager.wait_until_finished()  # the previous save is sealed before this starts
         self._sealing = step
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params),
-                opt_state=ocp.args.StandardSave(opt_state),
-                meta=ocp.args.JsonSave({"step": step, **meta}),
-            ),
-            force=True,
-        )
+        items = {"params": ocp.args.StandardSave(params)}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
+        items["meta"] = ocp.args.JsonSave({"step": step, **meta})
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def _seal(self) -> None:
         # Orbax calls this on process 0 once every process has written its part, before it
@@ -285,16 +293,53 @@ def config_differences(saved: dict, ours: dict, keys=None) -> list[str]:
 
 
 def seal_run_files(run_dir: str | os.PathLike) -> None:
-    """Write the run's ``SHA256SUMS`` over config.json and the tokenizer (written last)."""
-    write_manifest(run_dir, RUN_FILES)
+    """Write the run's ``SHA256SUMS`` over config.json and the tokenizer (written last):
+    the ``RUN_FILES`` there are (an HF tokenizer has no vocab.tiktoken)."""
+    write_manifest(run_dir, [n for n in RUN_FILES if (Path(run_dir) / n).is_file()])
 
 
-def verify_run_files(run_dir: str | os.PathLike, names=RUN_FILES) -> None:
-    """Check the run files ``names`` against the run's manifest, as a ``CheckpointError``."""
+def verify_run_files(run_dir: str | os.PathLike, names=None) -> None:
+    """Check the run files ``names`` against the run's manifest, as a ``CheckpointError``;
+    default ``RUN_FILES``, less vocab.tiktoken where the manifest does not list it (a run
+    whose tokenizer is an HF one: ``load_tokenizer`` then refuses a jaxformer header)."""
     try:
+        if names is None:
+            listed = read_manifest(run_dir)
+            names = [n for n in RUN_FILES if n != _RANKS or n in listed]
         verify_manifest(run_dir, names)
     except Damaged as e:
         raise CheckpointError(f"{e}; the run cannot be used as it is") from None
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer | HFTokenizer:
+    """A run's tokenizer directory: a ``Tokenizer`` (vocab.tiktoken + its header), else an
+    ``HFTokenizer`` (an HF tokenizer.json alone, as ``write_run`` saves an imported one)."""
+    path = Path(path)
+    return Tokenizer.load(path) if (path / "vocab.tiktoken").is_file() else Tokenizer.from_hf(path)
+
+
+def write_run(
+    run_dir: str | os.PathLike, config: Config, params, tokenizer, origin: dict,
+    overwrite: bool = False,
+) -> None:  # fmt: skip
+    """Write ``run_dir`` (absent or empty, unless ``overwrite``) as a run holding ``params``
+    as checkpoint 0, with no optimizer state, that ``load_for_inference`` reads; ``origin``
+    (JSON) is recorded as its "train" settings. The directory appears whole or not at all."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not (run_dir.is_dir() and not any(run_dir.iterdir()) or overwrite):
+        raise FileExistsError(f"{run_dir} exists and is not empty; pass overwrite=True")
+    with atomic_dir(run_dir) as tmp:
+        (tmp / "config.json").write_text(
+            json.dumps({"train": origin, "model": config.to_dict()}, indent=1)
+        )
+        tokenizer.save(tmp / "tokenizer")
+        seal_run_files(tmp)
+        ckpt = Checkpoints(tmp, keep=1)
+        try:
+            ckpt.save(0, params, None, {"model": config.to_dict(), "origin": origin})
+            ckpt.wait()
+        finally:
+            ckpt.close()
 
 
 def read_configs(run_dir: str | os.PathLike) -> tuple[dict, Config]:
@@ -303,8 +348,14 @@ def read_configs(run_dir: str | os.PathLike) -> tuple[dict, Config]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise CheckpointError(
-            f"{run_dir} is not a training run (no config.json); "
-            "train one with `jaxformer train --out DIR`"
+            f"{run_dir} is not a training run (no config.json), nor a Hugging Face model "
+            "directory; train one with `jaxformer train --out DIR`, or pass a save_pretrained "
+            "directory"
+        )
+    if is_hf_config(path):
+        raise CheckpointError(
+            f"{run_dir} is a Hugging Face model directory, not a training run; read it with "
+            "jaxformer.interop.load_checkpoint (or from_hf), as sample, eval and convert do"
         )
     verify_run_files(run_dir, ["config.json"])
     try:
@@ -314,7 +365,19 @@ def read_configs(run_dir: str | os.PathLike) -> tuple[dict, Config]:
         raise CheckpointError(f"{path} is unreadable ({e}); the run cannot be used") from None
 
 
-def load_for_inference(run_dir: str | os.PathLike) -> tuple[Config, dict, Tokenizer]:
+def is_hf_config(path: str | os.PathLike) -> bool:
+    """Whether the file ``path`` is a Hugging Face config.json (a JSON object naming a
+    "model_type"), not a run's (which holds "train" and "model")."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "model_type" in d and not {"train", "model"} <= d.keys()
+
+
+def load_for_inference(
+    run_dir: str | os.PathLike,
+) -> tuple[Config, dict, Tokenizer | HFTokenizer]:
     """(model config, params, tokenizer) of the latest complete checkpoint in ``run_dir``,
     every file verified; a damaged or foreign checkpoint is refused, naming the file."""
     run_dir = Path(run_dir)
@@ -330,7 +393,7 @@ def load_for_inference(run_dir: str | os.PathLike) -> tuple[Config, dict, Tokeni
     _, config = read_configs(run_dir)
     verify_run_files(run_dir)
     try:
-        tok = Tokenizer.load(run_dir / "tokenizer")
+        tok = load_tokenizer(run_dir / "tokenizer")
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{run_dir}: cannot load the tokenizer ({e})") from None
     step = (complete_steps(run_dir) or [None])[-1]

@@ -5,9 +5,10 @@
 
 XLA fixes the device count when it starts, so each count runs in its own process
 (XLA_FLAGS=--xla_force_host_platform_device_count=n). In each, the sharded train step
-of one GPT-2 (L=4, d=128, H=8, T=64, V=512; 0.9M params) runs on three layouts:
+of one GPT-2 (L=4, d=128, H=8, T=64, V=512; 0.9M params) runs on three layouts, and a
+Mixtral of the same shape (E=8 experts of width 128, k=2) on the expert axis:
 
-    data (n,1,1)   fsdp (1,n,1)   tensor (1,1,n)
+    data (n,1,1,1)   fsdp (1,n,1,1)   tensor (1,1,1,n)   expert (1,1,n,1)     (d, f, e, t)
     strong scaling: the global batch fixed (B=16);  weak: B = 2 per device · n (data, fsdp)
 
 tokens/s is of the best of --steps steps, after a compile and a warm-up step. The
@@ -22,6 +23,9 @@ P params of 4 bytes and activations x of B/(data·fsdp)·T·d floats per device:
     tensor  all-reduce of x: per block 2 forward (the attention's and the MLP's sums), 4
             backward (the input gradients of W_Q, W_K, W_V and W_in, reduced one by one),
             and 2 for the embedding and unembedding:                 (6L + 2) · 4x
+    expert  all-reduce of the shared (non-expert) gradients: 4P_shared; per layer, the
+            all-to-alls of the tokens to their experts and back (``parallel/experts.py``):
+            P·C rows of 4 exchanges of d floats and 1 of (id, weight), C = N·k (no drop)
 
 On one machine the n "devices" share its cores, so expect no speedup: the point is how
 the communication grows with n and the batch, which the model should predict.
@@ -38,15 +42,22 @@ import subprocess
 import sys
 import time
 
-LAYOUTS = {"data": lambda n: (n, 1, 1), "fsdp": lambda n: (1, n, 1), "tensor": lambda n: (1, 1, n)}
+LAYOUTS = {
+    "data": lambda n: (n, 1, 1, 1),
+    "fsdp": lambda n: (1, n, 1, 1),
+    "tensor": lambda n: (1, 1, 1, n),
+    "expert": lambda n: (1, 1, n, 1),
+}
 B_STRONG, B_PER_DEVICE = 16, 2
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "pred": 1, "s8": 1, "u8": 1}
 
 
-def config():
+def config(layout: str = "data"):
     from jaxformer import Config
 
+    if layout == "expert":
+        return Config("mixtral", 512, 64, 4, 128, n_heads=8, n_kv_heads=8, d_mlp=128)
     return Config(vocab_size=512, context=64, n_layers=4, d_model=128, n_heads=8)
 
 
@@ -105,15 +116,22 @@ def _shape_bytes(text: str) -> int:
     )
 
 
-def model_bytes(layout: str, n: int, P: int, B: int) -> float:
-    """The first model of the collective bytes per device per step (see the docstring)."""
+def model_bytes(layout: str, n: int, P: dict, B: int) -> float:
+    """The first model of the collective bytes per device per step (see the docstring);
+    P: the parameter counts, "all" and "experts"."""
     if n == 1:
         return 0.0
-    c = config()
+    c = config(layout)
     if layout == "data":
-        return 4 * P
+        return 4 * P["all"]
     if layout == "fsdp":
-        return 3 * 4 * P
+        return 3 * 4 * P["all"]
+    if layout == "expert":
+        from jaxformer.parallel.experts import exchange_bytes
+
+        N = B * c.context // n  # each device's tokens
+        a2a = exchange_bytes(N, c.top_k, c.d_model, n, c.capacity_factor, 4)
+        return 4 * (P["all"] - P["experts"]) + c.n_layers * a2a
     x = B * c.context * c.d_model  # tensor: the batch is whole on every device
     return (6 * c.n_layers + 2) * 4 * x
 
@@ -124,25 +142,29 @@ def child(n: int, steps: int) -> None:
     import numpy as np
 
     from jaxformer import build
-    from jaxformer.parallel import global_batch, init_state, make_mesh
+    from jaxformer.core import is_param
+    from jaxformer.parallel import AXES, global_batch, init_state, make_mesh
     from jaxformer.train.config import TrainConfig
     from jaxformer.train.optim import optimizer
     from jaxformer.train.sharded import make_sharded_step
 
     assert jax.device_count() == n, jax.devices()
-    c = config()
-    model = build(c)
     opt = optimizer(TrainConfig(lr=1e-3, warmup_steps=0, steps=100))
-    P = sum(
-        math.prod(a.shape) for a in jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0)))
-    )
     runs = [(layout, "strong", B_STRONG) for layout in LAYOUTS]
     runs += [(layout, "weak", B_PER_DEVICE * n) for layout in ("data", "fsdp")]
     if n == 1:  # every layout is the one device
         runs = [("data", "strong", B_STRONG), ("data", "weak", B_PER_DEVICE)]
+        runs += [("expert", "strong", B_STRONG)]  # the mixture on one device
     rng = np.random.default_rng(0)
     for layout, scaling, B in runs:
-        mesh = make_mesh(*LAYOUTS[layout](n))
+        c = config(layout)
+        model = build(c)
+        spec = jax.tree.leaves(model.spec(), is_leaf=is_param)
+        P = {  # the experts' matrices: on axes E and m (the router's W_R is [d, E])
+            "all": sum(math.prod(p.shape) for p in spec),
+            "experts": sum(math.prod(p.shape) for p in spec if {"E", "m"} <= set(p.axes)),
+        }
+        mesh = make_mesh(**dict(zip(AXES, LAYOUTS[layout](n))))
         params, opt_state = init_state(model, opt, jax.random.key(0), mesh)
         step = make_sharded_step(model, opt, mesh)
         x = global_batch(rng.integers(0, c.vocab_size, (1, B, c.context + 1)), mesh)
@@ -162,7 +184,7 @@ def child(n: int, steps: int) -> None:
             "devices": n, "layout": layout, "mesh": list(LAYOUTS[layout](n)), "scaling": scaling,
             "B": B, "tok_s": B * c.context / dt, "step_ms": 1e3 * dt, "comm": comm,
             "model_bytes": model_bytes(layout, n, P, B), "gflop": cost.get("flops", 0) / 1e9,
-            "params": P,
+            "params": P["all"],
         }  # fmt: skip
         print(json.dumps(row), flush=True)
 
@@ -189,7 +211,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
           f"model {rows[0]['params'] / 1e6:.2f}M params, T={config().context}")  # fmt: skip
     print(
-        "\n| devices | layout | mesh (d,f,t) | scaling | B | tokens/s | step ms "
+        "\n| devices | layout | mesh (d,f,e,t) | scaling | B | tokens/s | step ms "
         "| collectives MB/step/device (AR / AG / A2A) | model MB | GFLOP/device |"
     )
     print("|---:|---|---|---|---:|---:|---:|---|---:|---:|")

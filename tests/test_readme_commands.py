@@ -36,7 +36,7 @@ BOUNDED = ["--steps", "2", "--warmup_steps", "0", "--max_minutes", "0", "--progr
 BOUNDED += ["--data", "corpus.txt", "--eval_every", "1000", "--sample_tokens", "0"]
 # Commands for hardware a test does not have: parsed and validated only.
 NEEDS = ("--mesh data=8", "--mesh data=2,fsdp", "--mesh data=-1,tensor", "--coordinator",
-         "JAX_COORDINATOR", "XLA_FLAGS", "runs/big", "--mesh fsdp")  # fmt: skip
+         "JAX_COORDINATOR", "XLA_FLAGS", "runs/big", "--mesh fsdp", "expert=")  # fmt: skip
 
 
 def readme_commands() -> list[str]:

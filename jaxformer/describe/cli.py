@@ -1,8 +1,9 @@
 """jaxformer describe MODEL: a model stated as the chain of maps it is.
 
 MODEL is a preset name (gpt2-small, ...), a JSON file (the JSON of Config.to_dict(), or
-a Hugging Face config.json of a GPT-2 or LLaMA model), or a training run directory (its
-config.json verified against the run's SHA256SUMS).
+a Hugging Face config.json of a supported family), a training run directory (its
+config.json verified against the run's SHA256SUMS), or a Hugging Face model directory
+(its config.json; the weights are not read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..interop import config_from_hf
+from ..interop import config_from_hf, is_hf_dir
 from ..models import PRESETS, Config, build
 from ..rundir import read_configs
 from . import FORMATS, chain, latex_document
@@ -29,7 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help=f"a preset ({', '.join(PRESETS)}), a config JSON file, or a run directory",
+        help=f"a preset ({', '.join(PRESETS)}), a config JSON file, a run directory or an "
+        "HF model directory",
     )
     p.add_argument("--format", choices=FORMATS, default="text", help="default: text")
     p.add_argument(
@@ -64,17 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_config(source: str) -> Config:
-    """The ``Config`` named by ``source``: a preset, a JSON file or a run directory."""
+    """The ``Config`` named by ``source``: a preset, a JSON file, a run directory or an HF
+    model directory."""
     if source in PRESETS:
         return PRESETS[source]
     path = Path(source)
+    if is_hf_dir(path):
+        return _from_json(path / "config.json")
     if path.is_dir():
         return _from_run(path)
     if path.is_file():
         return _from_json(path)
     raise ValueError(
         f"{source!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file or "
-        "directory; pass a preset name, a config JSON file or a run directory"
+        "directory; pass a preset name, a config JSON file, a run or an HF model directory"
     )
 
 

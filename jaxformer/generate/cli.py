@@ -3,6 +3,9 @@
     jaxformer sample --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 \\
         --temperature 0.8 --top-k 50 --top-p 0.95 --seed 0
 
+``--checkpoint`` is a training run or an HF directory (config.json, *.safetensors and
+tokenizer.json or vocab.json + merges.txt), read by ``interop.load_checkpoint``.
+
 The prompt is printed, then each token's bytes as the compiled loop emits them
 (an incremental UTF-8 decoder holds back a character split across tokens). The
 tokenizer's ``<|endoftext|>`` stops the text. ``--max-new-tokens`` beyond what the
@@ -27,7 +30,10 @@ def add_parser(subparsers) -> None:
         help="generate text from a trained checkpoint",
         description="Continue a prompt with a trained model, streaming the text.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="the training run directory")
+    p.add_argument(
+        "--checkpoint", required=True, type=Path, metavar="RUN_DIR|HF_DIR",
+        help="a training run directory, or an HF directory with its tokenizer",
+    )  # fmt: skip
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument(
         "--max-new-tokens", type=int, default=None,
@@ -53,7 +59,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..rundir import load_for_inference
+    from ..interop import load_checkpoint
 
     try:
         if not args.prompt:
@@ -63,7 +69,7 @@ def run(args) -> int:
             raise ValueError(f"--seed {args.seed}: must lie in [0, 2**32)")
         if args.max_new_tokens is not None and args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
-        config, params, tokenizer = load_for_inference(args.checkpoint)
+        config, params, tokenizer = load_checkpoint(args.checkpoint)
         n = _clip(config, tokenizer, prompt, args.max_new_tokens, args.allow_special)
         sample(
             config, params, tokenizer, prompt, max_new_tokens=n, temperature=args.temperature,
@@ -153,12 +159,17 @@ def sample(
 
 class _Stream:
     """Called with each step's tokens [1]: writes the prompt (once generation has started,
-    so that a rejected argument prints nothing), then each token's text until a stop."""
+    so that a rejected argument prints nothing), then each token's text until a stop.
+
+    An id the tokenizer lacks (an HF model's vocabulary is often padded beyond its
+    tokenizer's) is text of no bytes, as ``tokenizers``' decode drops it; ``close`` notes
+    on stderr how many there were."""
 
     def __init__(self, tokenizer, stops, out: TextIO, prompt: str):
         self.tokenizer, self.stops, self.out, self.prompt = tokenizer, set(stops), out, prompt
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stopped = False
+        self.unknown = 0  # ids ≥ the tokenizer's n_vocab
 
     def __call__(self, tokens_B) -> None:
         self.out.write(self.prompt)
@@ -166,9 +177,18 @@ class _Stream:
         t = int(tokens_B[0])
         self.stopped = self.stopped or t in self.stops
         if not self.stopped:
-            self.out.write(self.utf8.decode(self.tokenizer.decode_bytes([t])))
+            known = t < self.tokenizer.n_vocab
+            self.unknown += not known
+            self.out.write(self.utf8.decode(self.tokenizer.decode_bytes([t]) if known else b""))
             self.out.flush()
 
     def close(self) -> None:
         self.out.write(self.utf8.decode(b"", final=True) + "\n")
         self.out.flush()
+        if self.unknown:
+            print(
+                f"note: {self.unknown} generated ids lie beyond the tokenizer's "
+                f"{self.tokenizer.n_vocab} (the model's vocabulary is larger): printed as "
+                "nothing, as tokenizers' decode drops them",
+                file=sys.stderr,
+            )

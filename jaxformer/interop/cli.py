@@ -1,12 +1,15 @@
-"""``jaxformer convert``: a training run → an HF transformers directory.
+"""``jaxformer convert``: a run or an HF directory → an HF directory, or an HF directory → a run.
 
     jaxformer convert --to-hf runs/default --out hf/default
+    jaxformer convert --from-hf hf/default --out runs/imported
 
-writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` and their
-``SHA256SUMS`` from the run's latest checkpoint (verified first); ``AutoModelForCausalLM``
-and ``AutoTokenizer`` open the result. An existing ``--out`` is replaced only with
-``--overwrite``.
-(Importing goes through Python: ``model, params = jaxformer.interop.from_hf(dir)``.)
+``--to-hf SOURCE`` writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` and their
+``SHA256SUMS`` from SOURCE's latest checkpoint (verified first); SOURCE is a training run or
+an HF directory (``load_checkpoint``). ``AutoModelForCausalLM`` and ``AutoTokenizer`` open
+the result. ``--from-hf HF_DIR`` writes a run directory (``rundir.write_run``): its model
+config, its tokenizer, and the weights as checkpoint 0 (no optimizer state), which
+``sample``, ``eval``, ``describe`` and ``convert --to-hf`` read. An existing ``--out`` is
+replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="export a training run as an HF checkpoint")
-    p.add_argument(
+    p = subparsers.add_parser(
+        "convert", help="export a run as an HF checkpoint, or import an HF checkpoint as a run"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
         "--to-hf",
         type=Path,
-        required=True,
-        metavar="RUN_DIR",
-        help="the training run to export (its latest checkpoint)",
+        metavar="RUN_DIR|HF_DIR",
+        help="the training run (its latest checkpoint) or HF directory to export",
+    )
+    src.add_argument(
+        "--from-hf",
+        type=Path,
+        metavar="HF_DIR",
+        help="the HF directory (config.json, *.safetensors, tokenizer.json) to import as a run",
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -40,18 +51,38 @@ def convert(args: argparse.Namespace) -> int:
                 f"--out {out} exists and is not empty; pass --overwrite to replace it, or "
                 "another --out"
             )
+        source = args.to_hf or args.from_hf
+        if source.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the directory read; pass another --out")
         from ..models import build
-        from ..rundir import load_for_inference
+        from ..rundir import write_run
         from .hf import to_hf
+        from .load import is_hf_dir, load_checkpoint
 
-        config, params, tok = load_for_inference(args.to_hf)
-        to_hf(build(config), params, out, tokenizer=tok, overwrite=args.overwrite)
+        if args.from_hf is not None:
+            if not is_hf_dir(source):
+                raise ValueError(
+                    f"--from-hf {source}: not a Hugging Face model directory (no config.json "
+                    "naming a model_type); pass a save_pretrained directory"
+                )
+            config, params, tok = load_checkpoint(source)
+            origin = {"converted_from": str(source.resolve())}
+            write_run(out, config, params, tok, origin, overwrite=args.overwrite)
+            wrote = "config.json, tokenizer/, checkpoints/0, SHA256SUMS"
+        else:
+            config, params, tok = load_checkpoint(source, tokenizer=False)
+            to_hf(build(config), params, out, tokenizer=tok, overwrite=args.overwrite)
+            wrote = "config.json, model.safetensors" + (", tokenizer.json" if tok else "")
+            wrote += ", SHA256SUMS"
     except ValueError as e:
         print(f"jaxformer convert: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
+        if e.filename is None and e.strerror is None:  # from_hf's: the message says it all
+            print(f"jaxformer convert: error: {e}", file=sys.stderr)
+            return 2
         where = f" {e.filename}" if e.filename else ""
         print(f"jaxformer convert: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: config.json, model.safetensors, tokenizer.json, SHA256SUMS")
+    print(f"wrote {args.out}: {wrote}")
     return 0

@@ -16,31 +16,31 @@ which is the same map, except in one corner: two *overlapping* pairs with the
 same concatenation (t = x + y = y' + z in one piece) are merged leftmost first by
 tiktoken and in list order by HF. Every single byte is a token (``Tokenizer``
 checks it), so no text needs an unknown token.
+
+An ``HFTokenizer`` (``Tokenizer.from_hf``) is written back as the ``tokenizer.json`` it was
+read from: it holds nothing that file cannot say (what jaxformer could not honour was
+refused when it was read), so ``tokenizers`` loads the same map.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..tokenizer import Tokenizer
+from ..tokenizer import HFTokenizer, Tokenizer
+from ..tokenizer.hf_text import byte_to_unicode
+
+__all__ = ["byte_to_unicode", "to_hf_tokenizer_json", "tokenizer_json"]
 
 
-@functools.cache
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's bijection bytes → printable characters: printable Latin-1 bytes map to
-    themselves, the other 68 to U+0100 onwards (so no byte becomes whitespace or control)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    keep += range(ord("®"), ord("ÿ") + 1)
-    moved = [b for b in range(256) if b not in keep]
-    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}
-
-
-def tokenizer_json(tok: Tokenizer) -> dict:
+def tokenizer_json(tok: Tokenizer | HFTokenizer) -> dict:
     """The ``tokenizer.json`` object of ``tok`` (see the module docstring)."""
+    if isinstance(tok, HFTokenizer):
+        return tok.tokenizer_json()
+    if not isinstance(tok, Tokenizer):
+        raise TypeError(f"expected a Tokenizer or an HFTokenizer, got {type(tok).__name__}")
     ranks, u = tok.mergeable_ranks, byte_to_unicode()
     text = lambda token: "".join(u[b] for b in token)
     merges = [
@@ -90,7 +90,7 @@ def tokenizer_json(tok: Tokenizer) -> dict:
     }
 
 
-def to_hf_tokenizer_json(tok: Tokenizer, path: str | os.PathLike) -> None:
+def to_hf_tokenizer_json(tok: Tokenizer | HFTokenizer, path: str | os.PathLike) -> None:
     """Write ``tok`` as the HF ``tokenizer.json`` file ``path`` (atomically)."""
     text = json.dumps(tokenizer_json(tok), ensure_ascii=False)
     write_atomic(Path(path), text.encode("utf-8"))

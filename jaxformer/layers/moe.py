@@ -31,13 +31,14 @@ k× f); here each layer and sequence is a term, so the weight is Switch's α (0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
 from ..core import Map, Param, Real, Term
-from .routing import EXPERTS, routed
+from .routing import EXPERTS, routed, tile_rows
 
 IMPLS = ("routed", "dense")
 
@@ -57,6 +58,10 @@ class MoE(Map):
     tile: int | None = None  # rows per tile of the routed form; None: from T·k / E
     balance_weight: float = 0.0  # the training objective's weights of the two
     z_weight: float = 0.0  # auxiliary losses (the "aux" point: train adds it)
+    capacity: float = 0.0  # over an expert mesh axis: the capacity factor (0: drop none)
+    # (W, x, g, S) ↦ (y, kept [T, k]): the routed product elsewhere (``parallel.experts``
+    # sets it for a mesh); None: ``routing.routed`` here, which keeps every pair
+    routing: Callable | None = None
     name: str = "moe"
     tokenwise = True  # each token's output reads that token alone: its cached form is itself
     reads = ("W_R", "W_gate", "W_in")
@@ -73,7 +78,7 @@ class MoE(Map):
     def spec(self):
         E, d, m, out = self.E, self.d, self.m, self.out_std or self.std
         return {
-            "W_R": Param((d, E), ("d", "E"), self.std),
+            "W_R": Param((d, E), ("d", "e"), self.std),  # e: a score per expert, not an expert
             "W_gate": Param((E, d, m), ("E", "d", "m"), self.std),
             "W_in": Param((E, d, m), ("E", "d", "m"), self.std),
             "W_out": Param((E, m, d), ("E", "m", "d"), out),
@@ -95,7 +100,7 @@ class MoE(Map):
     def forward(self, params, x_Td):
         logits, gates, chosen = self.route(params, x_Td)
         experts = self._dense if self.impl == "dense" else self._routed
-        y = experts(params, x_Td, gates.astype(x_Td.dtype), chosen)
+        y, kept = experts(params, x_Td, gates.astype(x_Td.dtype), chosen)
         T = x_Td.shape[0]
         load = jnp.zeros(self.E, jnp.float32).at[chosen.reshape(-1)].add(1.0) / (T * self.k)
         probs = jax.nn.softmax(logits, axis=-1).mean(0)
@@ -107,6 +112,7 @@ class MoE(Map):
             f"{self.name}.gates": gates,
             f"{self.name}.experts": chosen,
             f"{self.name}.load": load,
+            f"{self.name}.dropped": jnp.mean((~kept).astype(jnp.float32)),
             f"{self.name}.balance": balance,
             f"{self.name}.z": z,
             f"{self.name}.aux": self.balance_weight * balance + self.z_weight * z,
@@ -114,7 +120,8 @@ class MoE(Map):
         return y, points
 
     def _dense(self, params, x_Td, gates, chosen):
-        """Every expert on every token: y_t = Σ_e G_te E_e(x_t), G zero off the top k."""
+        """Every expert on every token: y_t = Σ_e G_te E_e(x_t), G zero off the top k
+        (and every pair kept)."""
         dt = x_Td.dtype
         w = lambda n: params[n].astype(dt)
         h = jax.nn.silu(jnp.einsum("td,edm->tem", x_Td, w("W_gate")))
@@ -122,28 +129,24 @@ class MoE(Map):
         y_TEd = jnp.einsum("tem,emd->ted", h, w("W_out"))
         G = jnp.zeros((x_Td.shape[0], self.E), dt)
         G = G.at[jnp.arange(x_Td.shape[0])[:, None], chosen].add(gates)
-        return jnp.einsum("te,ted->td", G, y_TEd)
+        return jnp.einsum("te,ted->td", G, y_TEd), jnp.ones(chosen.shape, bool)
 
     def _routed(self, params, x_Td, gates, chosen):
         """Only the chosen experts, in tiles of one expert each (``routing.py``); a batch
-        under ``vmap`` is routed as one set of B·T tokens."""
+        under ``vmap`` is routed as one set of B·T tokens. (y, which pairs were kept)."""
         W = {n: params[n] for n in EXPERTS}
-        return routed(self.E, self.tile_rows)(W, x_Td, gates, chosen)
+        if self.routing is not None:
+            return self.routing(W, x_Td, gates, chosen)
+        return routed(self.E, self.tile_rows)(W, x_Td, gates, chosen), jnp.ones(chosen.shape, bool)
 
     def tile_rows(self, T: int) -> int:
-        """b: the tile's rows, a power of two near a quarter of the mean group size T·k/E,
-        in [8, 128]: the padding (< b rows per nonempty group, and the static bound counts
-        a whole tile for every group) then costs ≤ ~25% more rows, and a tile is still a
-        matrix product rather than a vector one."""
-        if self.tile is not None:
-            return self.tile
-        quarter = max(1, T * self.k // (4 * self.E))
-        return min(128, max(8, 1 << (quarter - 1).bit_length()))
+        """b: the rows of a tile of the routed form for T tokens (``routing.tile_rows``)."""
+        return self.tile if self.tile is not None else tile_rows(T * self.k, self.E)
 
     # -- faces -----------------------------------------------------------------------------
     def trace_points(self):
         n = self.name
-        extra = ("router", "gates", "experts", "load", "balance", "z", "aux")
+        extra = ("router", "gates", "experts", "load", "dropped", "balance", "z", "aux")
         return (n, *(f"{n}.{e}" for e in extra))
 
     def active_params(self) -> int:

@@ -61,6 +61,15 @@ def layout(chosen, E: int, b: int):
     return row, pair, tile_expert
 
 
+def tile_rows(pairs: int, E: int) -> int:
+    """b: a power of two near a quarter of the mean group size pairs/E, in [8, 128]: the
+    padding (< b rows per nonempty group, and the static bound counts a whole tile for
+    every group) then costs ≤ ~25% more rows, and a tile is still a matrix product rather
+    than a vector one."""
+    quarter = max(1, pairs // (4 * E))
+    return min(128, max(8, 1 << (quarter - 1).bit_length()))
+
+
 def _padded(a):
     """``a`` with a zero row appended: the row that padding reads."""
     return jnp.concatenate([a, jnp.zeros((1, *a.shape[1:]), a.dtype)])

@@ -20,7 +20,9 @@ READ_BY_FAMILY = (
 )  # fmt: skip
 # A mixture of experts' fields (``layers/moe.py``): read, as those above, by the families
 # that name them in their defaults.
-EXPERT_FIELDS = ("n_experts", "top_k", "norm_topk", "balance_weight", "z_weight")
+EXPERT_FIELDS = (
+    "n_experts", "top_k", "norm_topk", "balance_weight", "z_weight", "capacity_factor",
+)  # fmt: skip
 # What a field left None is when its family does not say.
 FALLBACKS = dict(activation="gelu_tanh", rotary_fraction=1.0, parallel_residual=False)
 
@@ -58,6 +60,9 @@ class Config:
     norm_topk: bool | None = None  # the k gates renormalised to sum to 1
     balance_weight: float | None = None  # the objective's weight of the load-balancing loss
     z_weight: float | None = None  # and of the router z-loss (layers/moe.py)
+    # over an expert mesh axis, the rows each device sends each other: ⌈c·N·k/P⌉ (0: no
+    # limit, no pair dropped; parallel/experts.py)
+    capacity_factor: float | None = None
     attention: str = "auto"  # how attention computes: "dense", "blockwise" (flash) or "auto"
     attn_only: bool = False  # no MLPs (the circuits papers' toy models)
     final_norm: bool = True
@@ -156,7 +161,7 @@ class Config:
             raise ValueError(f"Config.top_k must be an integer in 1..n_experts={E}, got {k!r}")
         if not isinstance(self.norm_topk, bool):
             raise ValueError(f"Config.norm_topk must be true or false, got {self.norm_topk!r}")
-        for w in ("balance_weight", "z_weight"):
+        for w in ("balance_weight", "z_weight", "capacity_factor"):
             v = getattr(self, w)
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                 raise ValueError(f"Config.{w} must be a number ≥ 0, got {v!r}")

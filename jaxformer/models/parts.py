@@ -63,7 +63,8 @@ def moe(c: Config) -> MoE:
     """A mixture of ``c.n_experts`` SwiGLU experts of width ``c.d_mlp``, ``c.top_k`` per token."""
     return MoE(
         c.d_model, c.d_mlp, c.n_experts, c.top_k, renormalize=c.norm_topk, std=c.init_std,
-        out_std=out_std(c), balance_weight=c.balance_weight, z_weight=c.z_weight, name=N.MLP,
+        out_std=out_std(c), balance_weight=c.balance_weight, z_weight=c.z_weight,
+        capacity=c.capacity_factor, name=N.MLP,
     )  # fmt: skip
 
 

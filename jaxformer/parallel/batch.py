@@ -1,7 +1,8 @@
 """Global batches from per-process data.
 
 A step's batch is one global array [M, b, T+1] whose b windows are split over the
-mesh's data × fsdp devices. A process reads only the windows its own devices hold:
+mesh's data × fsdp × expert devices. A process reads only the windows its own devices
+hold:
 
     data_shard(mesh) = (i, n)     this process reads part i of n equal parts of each batch
 
@@ -41,14 +42,14 @@ def data_shard(mesh: Mesh) -> tuple[int, int]:
 
 
 def check_batch(shape: tuple[int, ...], mesh: Mesh) -> None:
-    """A global batch [M, b, T+1] must split b evenly over data × fsdp."""
+    """A global batch [M, b, T+1] must split b evenly over data × fsdp × expert."""
     S = math.prod(mesh.shape[a] for a in R.BATCH)
     if len(shape) != 3:
         raise ValueError(f"a batch is [M, b, T+1] (micro-batches, windows, tokens), got {shape}")
     if shape[1] % S:
         raise MeshError(
-            f"the batch's {shape[1]} windows per micro-batch do not split over data × fsdp = "
-            f"{S} devices; choose a batch size (per micro-batch) that is a multiple of {S}"
+            f"the batch's {shape[1]} windows per micro-batch do not split over data × fsdp × "
+            f"expert = {S} devices; choose a batch size (per micro-batch) that is a multiple of {S}"
         )
 
 
@@ -69,13 +70,14 @@ def global_batch(local_MbT1: np.ndarray, mesh: Mesh) -> jax.Array:
 
 def global_rows(x_B: np.ndarray, mesh: Mesh) -> jax.Array:
     """Rows [B, …] that every process holds whole → the global array, B split over
-    data × fsdp; each process gives its part i of n."""
+    data × fsdp × expert; each process gives its part i of n."""
     x = np.asarray(x_B)
     i, n = data_shard(mesh)
     S = math.prod(mesh.shape[a] for a in R.BATCH)
     if x.ndim < 1 or x.shape[0] % S:
         raise MeshError(
-            f"{x.shape[0] if x.ndim else 0} rows do not split over data × fsdp = {S} devices; "
+            f"{x.shape[0] if x.ndim else 0} rows do not split over data × fsdp × expert = {S} "
+            "devices; "
             f"give a multiple of {S} rows"
         )
     m = x.shape[0] // n

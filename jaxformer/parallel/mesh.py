@@ -1,8 +1,10 @@
-"""The device mesh: data × fsdp × tensor.
+"""The device mesh: data × fsdp × expert × tensor.
 
     data    replicas of the model, each reading its own slice of the batch
     fsdp    the batch is split as over ``data``, and the parameters' model axis d is split
             too: each use gathers a weight, its gradient is reduce-scattered (ZeRO-3, FSDP)
+    expert  the batch is split as over ``data``, and a mixture's experts (E) are split: each
+            token travels to its experts' devices and back by all-to-all (``experts.py``)
     tensor  attention heads (H, G), MLP units (m) and the vocabulary (V) are split (Megatron)
 
 ``rules.py`` says which parameter axis goes to which mesh axis. The mesh's axes are
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import AxisType, Mesh
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "expert", "tensor")
+POSITIONAL = ("data", "fsdp", "tensor")  # "2,2,2": the axes of a mesh without experts
 
 
 class MeshError(ValueError):
@@ -33,14 +36,19 @@ class MeshError(ValueError):
 
 
 def make_mesh(
-    data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
+    data: int = 1,
+    fsdp: int = 1,
+    tensor: int = 1,
+    devices: Sequence[jax.Device] | None = None,
+    expert: int = 1,
 ) -> Mesh:
-    """The mesh data × fsdp × tensor over ``devices`` (default: all devices of all
+    """The mesh data × fsdp × expert × tensor over ``devices`` (default: all devices of all
     processes). One size may be -1: it takes the devices the others leave."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = resolve_sizes({"data": data, "fsdp": fsdp, "tensor": tensor}, len(devices))
+    sizes = {"data": data, "fsdp": fsdp, "expert": expert, "tensor": tensor}
+    sizes = resolve_sizes(sizes, len(devices))
     shape = tuple(sizes[a] for a in AXES)
-    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 
 
 def resolve_sizes(sizes: dict[str, int], n_devices: int) -> dict[str, int]:
@@ -68,13 +76,16 @@ def resolve_sizes(sizes: dict[str, int], n_devices: int) -> dict[str, int]:
 
 
 def parse_mesh(text: str) -> dict[str, int]:
-    """``"data=2,fsdp=2,tensor=2"`` (axes left out are 1) or ``"2,2,2"`` → sizes by axis."""
+    """``"data=2,fsdp=2,tensor=2"`` (axes left out are 1) or ``"2,2,2"`` (data, fsdp,
+    tensor) → sizes by axis; the expert axis is named (``expert=4``)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         if all("=" not in p for p in parts):
-            if len(parts) != len(AXES):
-                raise MeshError(f"give {len(AXES)} sizes ({','.join(AXES)}), got {len(parts)}")
-            return dict(zip(AXES, map(int, parts)))
+            if len(parts) != len(POSITIONAL):
+                raise MeshError(
+                    f"give {len(POSITIONAL)} sizes ({','.join(POSITIONAL)}), got {len(parts)}"
+                )
+            return dict.fromkeys(AXES, 1) | dict(zip(POSITIONAL, map(int, parts)))
         sizes = dict.fromkeys(AXES, 1)
         for p in parts:
             a, _, n = p.partition("=")
@@ -84,7 +95,7 @@ def parse_mesh(text: str) -> dict[str, int]:
         return sizes
     except (MeshError, ValueError) as e:
         raise MeshError(
-            f"--mesh {text!r}: {e}; write e.g. data=2,fsdp=2,tensor=2 or 2,2,2"
+            f"--mesh {text!r}: {e}; write e.g. data=2,fsdp=2,tensor=2, 2,2,2 or data=2,expert=4"
         ) from None
 
 

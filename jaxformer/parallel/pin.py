@@ -1,9 +1,11 @@
 """Sharding constraints inside the model, for the partitioner: what stays whole where.
 
     the residual stream  at every repeated block's input and output: a batch [B, T, d]
-                         split over data × fsdp, T and d whole
+                         split over data × fsdp × expert, T and d whole
     unstacked params     (W_E, W_pos, the final norm, an untied W_U) gathered over fsdp
                          where they are used, as FSDP gathers a module's weights
+    a routed mixture     on a mesh with an expert axis: its tokens sent to their experts'
+                         devices (``experts.py``), not the experts gathered to the tokens
 
 Without the first, the partitioner may split activations along d to match the FSDP
 weights and replicate the batch: every device would compute every sequence. Without the
@@ -20,7 +22,7 @@ The layers act on one sequence under ``vmap``, so the residual constraint is a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 from jax.custom_batching import custom_vmap
@@ -28,7 +30,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..core import Map, Repeat, Wrapper, is_param
+from ..layers.moe import MoE
 from . import rules as R
+from .experts import AXIS, expert_parallel
 
 
 def _same(a):
@@ -55,7 +59,12 @@ class Pinned(Wrapper):
 
 
 def pin_for_mesh(model: Map, mesh: Mesh, rules=R.RULES) -> Map:
-    """``model`` with the residual stream and its unstacked params pinned on ``mesh``."""
+    """``model`` with the residual stream and its unstacked params pinned on ``mesh``, and
+    its routed mixtures of experts dispatched over the expert axis if the mesh has one."""
+    if mesh.shape.get(AXIS, 1) > 1 and rules.get("E") == AXIS:
+        moes = {id(m): m for _, m in model.walk() if isinstance(m, MoE) and m.impl == "routed"}
+        for m in moes.values():
+            model = model._replace(m, replace(m, routing=expert_parallel(mesh, m.E, m.capacity)))
     x = residual_pin(mesh)
     for path, m in list(model.walk()):
         if isinstance(m, Repeat):
@@ -67,7 +76,7 @@ def pin_for_mesh(model: Map, mesh: Mesh, rules=R.RULES) -> Map:
 
 
 def residual_pin(mesh: Mesh) -> Callable:
-    """x ↦ x: one sequence [T, d] whole; under ``vmap`` a batch split over data × fsdp."""
+    """x ↦ x: one sequence [T, d] whole; under ``vmap`` a batch split over the batch axes."""
     whole, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P(R.BATCH))
 
     @custom_vmap

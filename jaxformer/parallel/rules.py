@@ -4,17 +4,20 @@ Every ``Param`` names its axes with the letters of the math, so one table shards
 layer, present and future, with no per-layer code::
 
     RULES = {"V": "tensor", "H": "tensor", "G": "tensor", "m": "tensor",
-             "d": "fsdp", "L": None, "k": None, "T": None, "E": None}
+             "d": "fsdp", "E": "expert", "e": None, "L": None, "k": None, "T": None}
 
     W_E [V, d]       → P("tensor", "fsdp")          vocabulary rows split (Megatron embedding)
     W_Q [L, H, d, k] → P(None, "tensor", "fsdp", None)   heads split; W_O [L, H, k, d] likewise
     W_in [L, d, m]   → P(None, "fsdp", "tensor")    hidden units split; W_out [L, m, d] likewise
     gamma [L, d]     → P(None, "fsdp")
+    W_gate [L, E, d, m] → P(None, "expert", "fsdp", "tensor")   a mixture's experts split
 
 On ``tensor`` a block computes its heads and hidden units locally and sums their writes
 to the residual stream once (one all-reduce per branch). On ``fsdp`` every weight's d
-axis is split: a use all-gathers it and its gradient is reduce-scattered. L (the scanned
-layer axis), k (a head's own space) and T (positions) are never split.
+axis is split: a use all-gathers it and its gradient is reduce-scattered. On ``expert``
+each device holds E/P experts, and tokens travel to them (``experts.py``); the router
+W_R [d, e], small and read by every token, stays whole. L (the scanned layer axis), k (a
+head's own space) and T (positions) are never split.
 
 A value may also be a tuple of mesh axes (split over their product). A mesh axis splits
 at most one axis of a parameter: a later letter mapped to a used mesh axis is replicated.
@@ -45,9 +48,10 @@ RULES: Mapping[str, str | tuple[str, ...] | None] = {
     "L": None,
     "k": None,
     "T": None,
-    "E": None,  # a mixture's experts: each device holds all (their d and m split as above)
+    "E": "expert",  # a mixture's experts: E/P on each device of the expert axis
+    "e": None,  # the router's score of each expert: every token scores all (W_R [d, e])
 }
-BATCH = ("data", "fsdp")  # the mesh axes the batch is split over
+BATCH = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
 
 
 def partition_spec(param: Param, mesh_shape: Mapping[str, int], rules=RULES, where="") -> P:
@@ -106,7 +110,8 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, abstract_opt_st
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """A batch [M, b, T+1] (M micro-batches of b windows): b is split over data × fsdp."""
+    """A batch [M, b, T+1] (M micro-batches of b windows): b is split over data × fsdp ×
+    expert."""
     return NamedSharding(mesh, P(None, BATCH, None))
 
 

@@ -25,6 +25,7 @@ from typing import Literal
 from . import files
 from .count import count_pretokens
 from .encode import OrdinaryEncoder, repair_surrogates
+from .hf_tokenizer import HFTokenizer
 from .patterns import compile_pattern, resolve_pattern
 from .train import learn_merges
 
@@ -131,6 +132,14 @@ class Tokenizer:
             return cls(ranks, pattern, special_tokens)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from e
+
+    @staticmethod
+    def from_hf(path: str | os.PathLike) -> HFTokenizer:
+        """An HF ``tokenizers`` BPE tokenizer (``tokenizer.json``, or ``vocab.json`` +
+        ``merges.txt``; ``path`` a directory or the file), encoding exactly as ``tokenizers``
+        does. It is an ``HFTokenizer``, this class's sibling: HF's merge rule and vocabularies
+        are not tiktoken's (``hf_tokenizer.py`` says why)."""
+        return HFTokenizer.from_hf(path)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``path/vocab.tiktoken`` and ``path/tokenizer.json``, each atomically."""

@@ -4,13 +4,16 @@ config.py      TrainConfig, presets, --key value parsing
 data.py        corpus → tokenizer → token files (cached), train/val split
 sampler.py     the batches: a pure function of (seed, step)
 loss.py        cross-entropy in f32, bits per byte
-optim.py       clip → AdamW(warmup-cosine), decay on matrices
+optim.py       clip → AdamW(warmup-stable-decay or cosine), decay on matrices
+budget.py      --max_minutes: sizing a run, its seconds, when a WSD run decays
 remat.py       named rematerialisation policies
 step.py        the jitted train step (accumulation, bf16, donation) and eval step
 checkpoint.py  orbax checkpoints, run directories, load_for_inference
+resolve.py     which run a command means: new, to resume, or done
 loop.py        the loop (its final sample comes from jaxformer.generate)
+progress.py    the run's progress: bar, metrics, evals, MFU, experts' load
 preempt.py     SIGTERM as a request: a checkpoint at the next step boundary, then exit 0
-    report.py      metrics lines, MFU, the loss curve; atomic.py atomic writes
+report.py      metrics lines, MFU, the loss curve; atomic.py atomic writes
 cli.py         `jaxformer train`
 
 from jaxformer.train import TrainConfig

@@ -28,7 +28,7 @@ from .config import TrainConfig
 
 __all__ = [
     "CheckpointError", "Checkpoints", "committed_steps", "complete_steps", "config_differences",
-    "load_for_inference", "read_run_config", "save_run_config", "save_run_files",
+    "decay_end", "load_for_inference", "read_run_config", "save_run_config", "save_run_files",
     "verify_checkpoint",
 ]  # fmt: skip
 
@@ -57,3 +57,18 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, Config]:
         return TrainConfig.from_dict(train), model
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{run_dir}/config.json: {e}; the run cannot be used") from None
+
+
+def decay_end(run_dir: Path, step: int) -> int | None:
+    """The last step of a budgeted WSD run, D + N, as checkpoint ``step`` records it; None
+    before its decay is set, or when the checkpoint cannot be read."""
+    try:
+        ck = Checkpoints(run_dir, read_only=True)
+        try:
+            s = ck.meta(step).get("schedule") or {}
+        finally:
+            ck.close()
+    except Exception:  # a damaged or foreign checkpoint: --resume says why, later
+        return None
+    D, N = s.get("decay_start"), s.get("decay_steps")
+    return D + N if isinstance(D, int) and isinstance(N, int) else None

@@ -37,13 +37,23 @@ HELP = {
     "context": "the model's context T, also the training sequence length",
     "batch_size": "sequences per step (over all micro-batches)",
     "micro_batches": "gradient accumulation: split each batch into this many micro-batches",
-    "steps": "the length of the run and of its learning-rate schedule",
-    "lr": "peak learning rate (linear warmup, then cosine decay to --min_lr)",
+    "steps": "the length of the run and of its learning-rate schedule (0 = as long as "
+    "--max_minutes allows)",
+    "schedule": "wsd: linear warmup, constant --lr, then a 1 - sqrt decay to --min_lr over "
+    "the last --decay_share of the run; with --steps 0 the decay starts when that share of "
+    "--max_minutes is left, its length set from the measured speed to end with the budget. "
+    "cosine: warmup, then a cosine over --steps (or over the steps estimated to fit)",
+    "decay_share": "wsd: the decay's share of the run, in (0, 1): of --steps, or of "
+    "--max_minutes' time when --steps is 0",
+    "lr": "peak learning rate (after the linear warmup of --warmup_steps)",
+    "min_lr": "the learning rate the schedule decays to",
     "weight_decay": "AdamW weight decay, on the matrices W_* only",
     "grad_clip": "clip the gradient's global norm to this (0 = off)",
     "compute_dtype": "float32 or bfloat16 (f32 master weights either way)",
     "remat": "recompute activations in the backward pass: none, full, dots or names",
-    "max_minutes": "stop cleanly after this many minutes of training (0 = no limit)",
+    "max_minutes": "the training time budget, evals included (0 = none): with --steps 0 the "
+    "run fills it (a wsd run ends with its decay, at most --decay_share over when the "
+    "machine slows down); with --steps N it stops a run that takes longer",
     "eval_batches": f"batches per periodic eval, raised to hold {MIN_EVAL_TOKENS:,} val tokens "
     "(a fixed subset, or all of val); the final eval reads all of val",
     "decay_steps": "the LR schedule's length (0 = --steps); a run continued with --resume "
@@ -54,7 +64,23 @@ HELP = {
     "out": "the run directory (default: runs/<name>)",
     "cache": "where tokenizers and token files are cached",
     "progress": "show the progress bar",
-    "mesh": "the device mesh, e.g. data=2,fsdp=2,tensor=2 (default: every device on data)",
+    "mesh": "the device mesh, e.g. data=2,fsdp=2,tensor=2 or data=2,expert=4 (default: "
+    "every device on data)",
+    "n_layers": "the blocks L",
+    "d_model": "the residual stream's width d",
+    "n_heads": "attention heads H",
+    "sliding_window": "local attention: each position sees this many (none = all)",
+    "attention": "dense, blockwise (online softmax over key blocks) or auto (by T)",
+    "n_experts": "mixtral, qwen3_moe: each MLP a mixture of E experts of width d_mlp",
+    "top_k": "the experts each token uses",
+    "norm_topk": "renormalise the k chosen gates to sum to 1",
+    "balance_weight": "the load-balancing loss' weight, per layer (Switch: E Σ f_e P̄_e)",
+    "z_weight": "the router z-loss' weight, per layer (mean (logsumexp x W_R)²)",
+    "capacity_factor": "on an expert mesh axis, each device sends each other at most "
+    "⌈c·N·k/P⌉ of its N·k (token, expert) pairs, dropping the rest (0 = no limit)",
+    "warmup_steps": "the linear warmup's steps",
+    "eval_every": "steps between evals of the val loss",
+    "checkpoint_every": "steps between checkpoints",
 }
 
 
@@ -129,16 +155,16 @@ def _run(args: argparse.Namespace, stop) -> int:
 
     keep_freed_memory()  # before JAX's threads first allocate
     from ..parallel import DistributedError, MeshError, initialize  # jax loads only here
-    from . import checkpoint, data, loop
+    from . import checkpoint, data, loop, resolve
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
     errors = (ConfigError, data.DataError, checkpoint.CheckpointError)
     errors += (MeshError, DistributedError)  # the mesh, the processes
-    run_dir = loop.run_dir_of(args.preset, overrides)
+    run_dir = resolve.run_dir_of(args.preset, overrides)
     try:
         # before anything runs on a device: JAX must know all processes first
         initialize(args.coordinator, args.num_processes, args.process_id)
-        cfg, mode = loop.resolve(args.preset, overrides, args.resume, args.overwrite)
+        cfg, mode = resolve.resolve(args.preset, overrides, args.resume, args.overwrite)
         if mode == "done":
             return 0
         loop.train(cfg, resume=mode == "resume", stop=stop)

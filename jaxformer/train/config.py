@@ -21,6 +21,7 @@ from pathlib import Path
 from ..models import Config
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("wsd", "cosine")
 REMAT_POLICIES = ("none", "full", "dots", "names")
 
 # Keys that may change when a run is resumed: they steer the loop, not the optimisation.
@@ -71,8 +72,10 @@ class TrainConfig(ModelSettings):
     micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
     steps: int = 0  # the length of the run and its LR schedule; 0 = what fits in max_minutes
     decay_steps: int = 0  # the LR schedule's length; 0 = steps (a continued run keeps its own)
+    schedule: str = "wsd"  # wsd (warmup, stable, 1 − sqrt decay) | cosine (optim.py)
+    decay_share: float = 0.2  # wsd: the decay's share of the run (of its time, when budgeted)
     lr: float = 2e-3  # peak learning rate
-    min_lr: float = 2e-4  # the cosine decays to this
+    min_lr: float = 2e-4  # the schedule decays to this
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on the matrices W_* only
     beta1: float = 0.9
@@ -129,18 +132,22 @@ class TrainConfig(ModelSettings):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         need(self.lr > 0, "lr", "the learning rate must be positive")
         need(self.min_lr <= self.lr, "min_lr", f"must not exceed --lr {self.lr}")
+        need(self.schedule in SCHEDULES, "schedule", f"choose one of {SCHEDULES}")
+        need(
+            0 < self.decay_share < 1,
+            "decay_share",
+            "the decay's share of the run must lie in (0, 1), e.g. 0.2",
+        )
         if self.steps:
-            n, key = (
-                (self.decay_steps, "decay_steps") if self.decay_steps else (self.steps, "steps")
-            )
-            need(
-                self.warmup_steps < n,
-                "warmup_steps",
-                f"must be less than --{key} {n} (the warm-up is part of the schedule); "
-                f"pass e.g. --warmup_steps {n // 10}",
-            )
+            self._check_warmup(need)
         else:
             need(self.max_minutes > 0, "steps", "sizes the run to --max_minutes: set that too")
+            need(
+                self.schedule == "cosine" or self.decay_steps == 0,
+                "decay_steps",
+                "a time-budgeted run (--steps 0) starts its decay by the clock; drop "
+                "--decay_steps, or give --steps",
+            )
         need(0 <= self.beta1 < 1, "beta1", "must lie in [0, 1)")
         need(0 <= self.beta2 < 1, "beta2", "must lie in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "must lie in (0, 1), e.g. 0.1")
@@ -163,6 +170,24 @@ class TrainConfig(ModelSettings):
                 raise ConfigError(str(e)) from None
         self.model_config(self.vocab_size)  # the model's own checks, as config errors
 
+    def _check_warmup(self, need):
+        n, key = (self.decay_steps, "decay_steps") if self.decay_steps else (self.steps, "steps")
+        if self.schedule == "cosine":
+            need(
+                self.warmup_steps < n,
+                "warmup_steps",
+                f"must be less than --{key} {n} (the warm-up is part of the schedule); "
+                f"pass e.g. --warmup_steps {n // 10}",
+            )
+            return
+        start = self.fixed_decay[0]
+        need(
+            self.warmup_steps <= start,
+            "warmup_steps",
+            f"must be at most {start}, where the decay over the last --decay_share "
+            f"{self.decay_share:g} of --{key} {n} starts; pass e.g. --warmup_steps {n // 10}",
+        )
+
     # -- derived -------------------------------------------------------------------------------
     def model_config(self, vocab_size: int) -> Config:
         """The model this run trains, for a tokenizer of ``vocab_size`` ids."""
@@ -173,6 +198,16 @@ class TrainConfig(ModelSettings):
             raise ConfigError(
                 f"the model settings are invalid: {e}".replace("Config.", "--")
             ) from None
+
+    @property
+    def fixed_decay(self) -> tuple[int, int] | None:
+        """WSD's (D, N) for a run of fixed length K (``decay_steps`` or ``steps``): its last
+        N = max(1, round(decay_share · K)) steps, from D = K − N; None for a budgeted run."""
+        K = self.decay_steps or self.steps
+        if not K:
+            return None
+        N = max(1, round(self.decay_share * K))
+        return K - N, N
 
     @property
     def periodic_eval_batches(self) -> int:
@@ -189,7 +224,8 @@ class TrainConfig(ModelSettings):
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**_known(d))
+        """The config a saved run's dict describes (``upgrade``d: an older run's too)."""
+        return cls(**_known(upgrade(d)))
 
     @classmethod
     def preset(cls, name: str = "default", /, **overrides) -> TrainConfig:
@@ -200,6 +236,12 @@ class TrainConfig(ModelSettings):
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **_known(changes))
+
+
+def upgrade(d: dict) -> dict:
+    """A saved run's settings with the keys added since, set as that run trained: a run
+    saved before --schedule existed ran the cosine."""
+    return {"schedule": "cosine", **d}
 
 
 def _known(d: dict) -> dict:

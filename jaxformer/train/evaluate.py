@@ -11,7 +11,7 @@ from . import data, sampler
 def make_evaluator(eval_step, corpus: data.Corpus, T: int, b: int, mesh):
     """evaluate(params, n_batches) → (Σ nll, #tokens, #bytes) over the val windows: all of
     them, or ``n_batches`` batches of b windows spread evenly over the val set. Each batch
-    is split over the mesh's data × fsdp devices, as the train batches are."""
+    is split over the mesh's data × fsdp × expert devices, as the train batches are."""
     starts, mask = sampler.eval_windows(corpus.val.size, T)
     offsets = np.arange(T + 1)
     rows = (lambda a: a) if mesh.size == 1 else (lambda a: global_rows(a, mesh))

@@ -10,7 +10,7 @@ The run is a function of its config: batch k is a function of (seed, k), and the
 initial params of the seed, so a run resumed from the checkpoint at step k repeats
 the uninterrupted run's steps bit for bit (on one machine).
 
-Stopping and starting again (``resolve``, ``_intact_start``):
+Stopping and starting again (``resolve.py``, ``_intact_start``):
   * SIGTERM saves a checkpoint at the next step boundary and returns, preempted;
     Ctrl-C (KeyboardInterrupt) leaves the last complete checkpoint;
   * resuming starts from the newest checkpoint whose files verify; newer damaged ones
@@ -21,6 +21,13 @@ Stopping and starting again (``resolve``, ``_intact_start``):
   * a finished run continues with ``--resume --steps N``: its schedule keeps its length
     (``decay_steps``), then stays at min_lr.
 
+The schedule (``optim.py``): a run of fixed ``--steps`` decays from a step its config
+fixes. A time-budgeted WSD run (``--steps 0``) runs at η until (1 − decay_share) of
+``--max_minutes`` is spent, then fixes its decay (``budget.decay_plan``) and ends with it,
+at η_min; the decay is in the optimizer state and the budget's seconds in each
+checkpoint, so a resumed run continues the same schedule and the same clock. (A run
+that slows down in its decay may run over, up to (1 + decay_share) of the budget.)
+
 On one device the step is the library's jitted step. On a mesh of many devices
 (``--mesh``; across processes with ``--coordinator``) the same init and the same step
 run sharded (``jaxformer.parallel``) on global arrays: each process reads its own part
@@ -30,14 +37,13 @@ together (onto any mesh), and process 0 alone writes the run's files and prints.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -64,13 +70,14 @@ from ..parallel import (
 from ..parallel.batch import check_batch
 from . import checkpoint as C
 from . import data, optim, report, sampler, step
-from .budget import size_run
-from .config import RESUMABLE, ConfigError, TrainConfig
+from .budget import Spent, decay_plan, planned_steps, size_run
+from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
 from .preempt import Preemption
 from .process import keep_freed_memory
 from .progress import Progress, expert_metrics
 from .remat import build_model
+from .resolve import say, silent
 from .sharded import stepper
 
 # Fault injection for tests: the process signals itself right after this step: "N" is
@@ -85,149 +92,6 @@ def _fault() -> tuple[int, int]:
 
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
-
-
-def run_dir_of(preset: str, overrides: dict) -> Path:
-    """The run directory a command names: ``--out``, else ``runs/<--name or the preset>``."""
-    return Path(overrides.get("out") or f"runs/{overrides.get('name') or preset}")
-
-
-def resolve(
-    preset: str, overrides: dict, resume: bool = False, overwrite: bool = False, log=None
-) -> tuple[TrainConfig, str]:
-    """(the config to run, "new" | "resume" | "done"): the preset with ``overrides`` for a new
-    run; on ``resume`` the saved settings with the loop-only changes (or more steps). A run
-    directory without a complete checkpoint starts again, with a note; a run with one is
-    never trained over unless ``overwrite``; an error names the conflict and the fix."""
-    log = log or (_print if jax.process_index() == 0 else _silent)
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
-    run_dir = run_dir_of(preset, overrides)
-    _check_writable(run_dir, "--out")
-    state, latest = _state(run_dir)
-    if state == "foreign":
-        raise ConfigError(
-            f"--out {run_dir}: the directory holds files but no training run (no config.json); "
-            "choose a new or empty --out"
-        )
-    if resume and state == "started":
-        cfg = _resumed(run_dir, overrides, latest)
-        if latest >= cfg.steps and _intact(run_dir, latest):
-            log(
-                f"note   {run_dir} finished at step {latest} of {cfg.steps}: nothing to train; to "
-                f"continue it, pass --resume --steps N with N > {cfg.steps}"
-            )
-            return cfg, "done"
-        return cfg, "resume"
-    cfg = TrainConfig.preset(preset, **overrides)  # a new run: every value checked first
-    if state == "unstarted":
-        log(
-            f"note   {run_dir} holds no complete checkpoint (its last run stopped before the "
-            "first): starting it again"
-        )
-    elif state == "started":
-        if not overwrite:
-            raise ConfigError(f"{run_dir} already holds {_describe_run(run_dir, latest)}")
-    elif resume:
-        log(f"note   {run_dir} holds no run yet: starting it")
-    if state != "new" and jax.process_index() == 0:
-        keep = () if overwrite else ("damaged",)  # a restart keeps what it did not write
-        for p in run_dir.iterdir():
-            if p.name not in keep:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    barrier("train: run directory checked")  # no process writes before all looked
-    return cfg, "new"
-
-
-def _intact(run_dir: Path, step: int) -> bool:
-    try:
-        C.verify_checkpoint(run_dir, step)
-        return True
-    except C.CheckpointError:  # a damaged last checkpoint: resuming falls back, and says so
-        return False
-
-
-def _state(run_dir: Path) -> tuple[str, int | None]:
-    """("new" | "foreign" | "unstarted" | "started", the latest complete checkpoint)."""
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return "new", None
-    if not any((run_dir / n).exists() for n in _RUN_MARKS):
-        return "foreign", None
-    steps = C.complete_steps(run_dir) or C.committed_steps(run_dir)  # unsealed: kept too
-    return ("started", steps[-1]) if steps else ("unstarted", None)
-
-
-_RUN_MARKS = ("config.json", "checkpoints", "metrics.jsonl", "damaged")
-
-
-def _describe_run(run_dir: Path, latest: int) -> str:
-    """What is in the way of a new run, and the three ways on."""
-    try:
-        steps = C.read_run_config(run_dir)[0].steps
-    except C.CheckpointError:
-        steps = None
-    if steps is not None and latest >= steps:
-        return (
-            f"a finished run ({steps} steps): pass --resume --steps N (N > {steps}) to train it "
-            "further, --overwrite to start it again, or --out DIR for a new run"
-        )
-    return (
-        f"a run stopped at step {latest}" + (f" of {steps}" if steps else "")
-        + ": pass --resume to continue it, --overwrite to start it again, or --out DIR for a "
-        "new run"
-    )  # fmt: skip
-
-
-def _resumed(run_dir: Path, overrides: dict, latest: int) -> TrainConfig:
-    """The saved settings of the run in ``run_dir`` with ``overrides``: loop-only keys may
-    change, and ``steps`` may grow (the schedule keeps its length, then stays at min_lr)."""
-    saved = C.read_run_config(run_dir)[0]
-    changed = {
-        k: v for k, v in overrides.items() if k not in ("out", "name") and v != getattr(saved, k)
-    }
-    steps = changed.pop("steps", None)
-    if conflicts := sorted(set(changed) - RESUMABLE):
-        said = "; ".join(
-            f"--{k} {changed[k]!r}, but it was trained with {getattr(saved, k)!r}"
-            for k in conflicts
-        )
-        raise ConfigError(
-            f"--resume {run_dir}: {said}; a resumed run keeps its settings (it may change only "
-            f"the loop's, such as --max_minutes or --eval_every, and extend --steps): drop "
-            f"{', '.join('--' + k for k in conflicts)}, or start a new run with --out DIR"
-        )
-    if steps is not None:
-        if steps < saved.steps:
-            raise ConfigError(
-                f"--resume --steps {steps}: the run in {run_dir} is {saved.steps} steps long "
-                f"(checkpoint at step {latest}), and a resumed run can only be extended: pass "
-                f"--steps greater than {saved.steps}, or drop --steps"
-            )
-        changed |= {"steps": steps, "decay_steps": saved.decay_steps or saved.steps}
-    return saved.replace(out=str(run_dir), **changed)
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    """Refuse a path that is a file, or whose nearest existing folder cannot be written."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path}: is a file, not a directory; choose another {flag}")
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise ConfigError(f"{flag} {path}: {p} is a file, so no directory can be made there")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{flag} {path}: {p} is not writable (permission denied); choose a writable {flag}"
-        )
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)  # promptly, also into a pipe or a log file
-
-
-def _silent(line: str) -> None:
-    pass
 
 
 @dataclass
@@ -246,20 +110,56 @@ class _Run:
     targets: object  # abstract params with the mesh's shardings
     lead: bool
     log: Callable
+    clock: Callable = time.monotonic  # the budget's seconds (a test's fake clock)
+    schedule: _Schedule | None = None  # set by ``_start``
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=_print, stop: Preemption | None = None):
+@dataclass
+class _Schedule:
+    """What the host knows of the schedule: the run's length and a WSD run's decay."""
+
+    budgeted: bool  # a WSD run of --steps 0: the clock starts its decay
+    length: int | None  # the last step: --steps, or D + N; None before a budgeted run's decay
+    planned: int  # the length as best known: an estimate before (the bar and the log)
+    decay: tuple[int, int] | None  # (D, N) as in the optimizer state; None: not yet, or cosine
+    spent: float = 0.0  # the budget's seconds at the start (a resumed budgeted run's)
+
+    def decided(self, decay: tuple[int, int]) -> None:
+        self.decay = decay
+        self.length = self.planned = sum(decay)
+
+
+class _Planned:
+    """``cfg`` with the run's length as best known as ``steps``: what ``Progress`` reads."""
+
+    def __init__(self, cfg: TrainConfig, steps: int):
+        self._cfg, self.steps = cfg, steps
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    log=say,
+    stop: Preemption | None = None,
+    clock: Callable = time.monotonic,
+):
     """Train as ``cfg`` says, into ``cfg.run_dir``; returns a summary of the run. SIGTERM
     stops it at the next step boundary with a checkpoint (``summary["preempted"]``);
-    ``stop``: a ``Preemption`` already entered (by the command, before its imports)."""
+    ``stop``: a ``Preemption`` already entered (by the command, before its imports);
+    ``clock``: the seconds charged to ``--max_minutes`` (process 0's counts)."""
     keep_freed_memory()
     t_start = time.time()
     with stop or Preemption() as stop:
         run = _setup(cfg, resume, log)
+        run.clock = clock
         start, params, opt_state, train_step = _start(run, resume)
         cfg = run.cfg  # sized to the time budget on a new run
         run.log(_announce(run, params, start, resume))
-        progress = Progress(run, start, resume)
+        view = dataclasses.replace(run, cfg=_Planned(cfg, run.schedule.planned))
+        progress = Progress(view, start, resume)
         k, why, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start,
                                        resume, stop)  # fmt: skip
     if why == "preempted":
@@ -271,7 +171,7 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
     """Every check that can fail before training: the mesh, the data, the model's faces."""
     mesh = _mesh(cfg.mesh, resume)  # first: a mesh that does not fit fails before any data is read
     one, lead = mesh.size == 1, jax.process_index() == 0
-    log = log if lead else _silent
+    log = log if lead else silent
     faces = build_model(cfg.model_config(cfg.vocab_size), cfg.remat)  # before any work
     require(faces, "term", "train (its FLOPs, for the MFU)")
     if cfg.sample_tokens:
@@ -312,6 +212,7 @@ def _start(run: _Run, resume: bool):
         opt = optim.optimizer(cfg)
         opt_targets = abstract_opt_state(opt, run.targets)
         params, opt_state, _ = run.ckpt.restore(start, run.targets, opt_targets, verified=True)
+        run.schedule = _resumed_schedule(cfg, start, meta, optim.decay_of(opt_state))
         if run.lead:  # a run continued for more steps records its new length
             saved, _ = C.read_run_config(cfg.run_dir)
             if (saved.steps, saved.decay_steps) != (cfg.steps, cfg.decay_steps):
@@ -320,13 +221,31 @@ def _start(run: _Run, resume: bool):
         return start, params, opt_state, stepper(run.model, opt, cfg.compute_dtype, mesh)[0]
     key = jax.random.key(cfg.seed)
     params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
-    if cfg.steps == 0:
-        run.cfg = cfg = size_run(cfg, run.model, params, run.batch(0), run.evaluate, run.log, mesh)
+    budgeted = cfg.steps == 0 and cfg.schedule == "wsd"
+    if cfg.steps == 0:  # a WSD run keeps --steps 0 (the clock decides), with the warmup capped
+        sized = size_run(cfg, run.model, params, run.batch(0), run.evaluate, run.log, mesh)
+        run.cfg = cfg = sized.replace(steps=0) if budgeted else sized
+        planned = sized.steps
+    else:
+        planned = cfg.steps
+    decay = cfg.fixed_decay if cfg.schedule == "wsd" else None
+    run.schedule = _Schedule(budgeted, None if budgeted else cfg.steps, planned, decay)
     opt = optim.optimizer(cfg)
     train_step, init_opt = stepper(run.model, opt, cfg.compute_dtype, mesh)
     if run.lead:
         C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
     return 0, params, init_opt(params), train_step
+
+
+def _resumed_schedule(cfg: TrainConfig, start: int, meta: dict, decay) -> _Schedule:
+    """The schedule of a run resumed at ``start``: ``decay`` from the optimizer state; a
+    budgeted run's seconds from the checkpoint's meta (a continued run's clock is new)."""
+    if cfg.steps:
+        return _Schedule(False, cfg.steps, cfg.steps, decay)
+    spent = float((meta.get("schedule") or {}).get("budget_seconds") or 0.0)
+    if decay:
+        return _Schedule(True, sum(decay), sum(decay), decay, spent)
+    return _Schedule(True, None, planned_steps(cfg, start, spent), None, spent)
 
 
 def _intact_start(run: _Run) -> int:
@@ -368,7 +287,7 @@ def _check_saved_with(run: _Run, step: int, meta: dict) -> None:
         )
     ours = cfg.to_dict()
     keys = sorted(set(ours) - RESUMABLE - _WHERE)
-    diff = C.config_differences(meta.get("train", ours), ours, keys)
+    diff = C.config_differences(upgrade(meta.get("train", ours)), ours, keys)
     diff += C.config_differences(meta.get("model", run.mcfg.to_dict()), run.mcfg.to_dict())
     if diff:
         raise C.CheckpointError(
@@ -392,9 +311,10 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
         f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
         f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
         f"{run.n_windows:,} windows of {T} per epoch\n"
-        f"train  {cfg.steps} steps × {cfg.batch_size} sequences"
+        f"train  {_steps(run.schedule)} steps × {cfg.batch_size} sequences"
         + (f" ({M} micro-batches of {cfg.batch_size // M})" if M > 1 else "")
-        + f", lr {cfg.lr:g} → {cfg.min_lr:g}, {cfg.compute_dtype}, remat={cfg.remat}"
+        + f", lr {cfg.lr:g} → {cfg.min_lr:g} ({_describe_schedule(run)}), {cfg.compute_dtype}, "
+        f"remat={cfg.remat}"
         + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
         + ("" if run.mesh.size == 1 else f"\nmesh   {_show(run.mesh)}")
         + f"\nout    {cfg.run_dir}"
@@ -402,10 +322,30 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
     )
 
 
-def _save(run: _Run, k: int, params, opt_state) -> None:
+def _steps(sched: _Schedule) -> str:
+    return str(sched.length) if sched.length is not None else f"about {sched.planned}"
+
+
+def _describe_schedule(run: _Run) -> str:
+    cfg, sched = run.cfg, run.schedule
+    if cfg.schedule == "cosine":
+        return f"warmup {cfg.warmup_steps}, cosine"
+    if sched.decay:
+        D, N = sched.decay
+        return f"wsd: warmup {cfg.warmup_steps}, decay over steps {D + 1}–{D + N}"
+    return (
+        f"wsd: warmup {cfg.warmup_steps}, decay once {1 - cfg.decay_share:.0%} of the time "
+        "budget is spent"
+    )
+
+
+def _save(run: _Run, k: int, params, opt_state, spent: float) -> None:
     meta = {"sampler": {"seed": run.cfg.seed, "step": k}}
     meta |= {"tokenizer_sha256": run.corpus.tokenizer_sha256}
     meta |= {"train": run.cfg.to_dict(), "model": run.mcfg.to_dict()}
+    if run.cfg.schedule == "wsd":  # also in opt_state; here to be read without restoring it
+        D, N = run.schedule.decay or (None, None)
+        meta |= {"schedule": {"decay_start": D, "decay_steps": N, "budget_seconds": spent}}
     run.ckpt.save(k, params, opt_state, meta)
 
 
@@ -413,12 +353,14 @@ def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, r
     """The steps from ``start`` to the end, the time budget or a SIGTERM, saving as they
     go; the last params are saved and left in ``progress.params``. (last step, why it
     stopped: "end" | "budget" | "preempted", tokens/s over the training steps, seconds)."""
-    cfg, lr = run.cfg, optim.schedule(run.cfg)
+    cfg, sched = run.cfg, run.schedule
     k, why, saved = start, "end", start if resume else None
     fault, fault_signal = _fault()
-    t_loop, t_budget = time.time(), None
+    t_loop = time.time()
+    # a budgeted run's clock goes on from its checkpoint; a fixed run's budget is per command
+    spent = Spent(run.clock, sched.spent, start) if sched.budgeted else Spent(run.clock)
     try:
-        while k < cfg.steps:
+        while sched.length is None or k < sched.length:
             t0 = time.perf_counter()
             params, opt_state, m = train_step(params, opt_state, run.batch(k))
             loss, gnorm = float(m["loss"]), float(m["grad_norm"])
@@ -427,38 +369,84 @@ def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, r
                 raise _diverged(run, k, loss, gnorm)
             k += 1
             experts = expert_metrics(m)
+            lr = optim.learning_rate(cfg, k - 1, sched.decay)
             progress.metrics.write(
-                {"step": k, "loss": loss, "grad_norm": gnorm, "lr": float(lr(k - 1))}
+                {"step": k, "loss": loss, "grad_norm": gnorm, "lr": lr}
                 | experts
                 | {"time": round(time.time() - t_loop, 3)}
             )
             if k == fault:  # a test's signal at a known step, once its metrics line is out
                 os.kill(os.getpid(), fault_signal)
             progress.step(k, seconds, loss, experts)
-            t_budget = t_budget or time.time()  # the budget counts from the first step's end
-            if k % cfg.eval_every == 0 and k < cfg.steps:
+            more = sched.length is None or k < sched.length  # the last step's come after
+            if k % cfg.eval_every == 0 and more:
                 progress.evaluate(params, k, full=False)
-            if k % cfg.checkpoint_every == 0 and k < cfg.steps:
-                _save(run, k, params, opt_state)
+            t = spent.charge()  # after the eval: the budget counts what evals cost
+            if sched.budgeted and sched.decay is None and (plan := _plan(cfg, k, t)):
+                opt_state = optim.with_decay(opt_state, *plan)
+                _decided(run, progress, plan, k, t)
+            if k % cfg.checkpoint_every == 0 and more:
+                _save(run, k, params, opt_state, spent.seconds)
                 saved = k
-            if k < cfg.steps and (why := _stop_reason(cfg, t_budget, stop)) != "end":
+            if more and (why := _stop_reason(_limit(cfg, sched), t, stop)) != "end":
                 if why == "budget":
-                    progress.say(f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached")
+                    progress.say(_over_budget(run, k, lr))
                 break
     finally:
         progress.close()
     train_s = time.time() - t_loop
     if saved != k:
-        _save(run, k, params, opt_state)
+        _save(run, k, params, opt_state, spent.seconds)
     progress.params = params
     return k, why, progress.tokens_per_s(), train_s
 
 
-def _stop_reason(cfg: TrainConfig, t_budget: float, stop: Preemption) -> str:
-    """Why to stop after this step: "preempted" (SIGTERM), "budget" (--max_minutes spent)
-    or "end" (go on), by process 0's signal and clock: every process stops at once."""
-    spent = cfg.max_minutes and time.time() - t_budget > 60 * cfg.max_minutes
-    return ("end", "budget", "preempted")[from_lead(2 if stop.requested else int(bool(spent)))]
+def _plan(cfg: TrainConfig, k: int, spent: float) -> tuple[int, int] | None:
+    """``budget.decay_plan`` by process 0's clock: every process decays at once."""
+    plan = decay_plan(cfg, k, spent) if jax.process_index() == 0 else None
+    D = from_lead(plan[0] if plan else -1)
+    return None if D < 0 else (D, from_lead(plan[1] if plan else 0))
+
+
+def _decided(run: _Run, progress: Progress, plan: tuple[int, int], k: int, t: float) -> None:
+    """The decay is set: the run's length is known now; say so, and show it on the bar."""
+    run.schedule.decided(plan)
+    D, N = plan
+    progress.run.cfg.steps = D + N
+    if progress.bar is not None:
+        progress.bar.total = D + N
+        progress.bar.refresh()
+    progress.say(
+        f"decay  step {k}: {t / 60:.2f} of {run.cfg.max_minutes:g} min spent; the lr decays "
+        f"to {run.cfg.min_lr:g} over steps {D + 1}–{D + N} ({N} steps at the "
+        f"{(k - 1) / t:.2f} steps/s so far)"
+    )
+
+
+def _limit(cfg: TrainConfig, sched: _Schedule) -> float:
+    """The budget's seconds: --max_minutes (0: none); a budgeted run's decay may run over
+    by its own planned share, when the machine slows down, before it is cut."""
+    return 60 * cfg.max_minutes * ((1 + cfg.decay_share) if sched.budgeted else 1)
+
+
+def _over_budget(run: _Run, k: int, lr: float) -> str:
+    cfg = run.cfg
+    if not run.schedule.budgeted:
+        return f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached"
+    return (
+        f"stop   step {k} of {run.schedule.length}: the decay ran past --max_minutes "
+        f"{cfg.max_minutes:g} by {cfg.decay_share:.0%} (the machine slowed down), so the lr "
+        f"stopped at {lr:.3g}, not {cfg.min_lr:g}; `--resume --max_minutes "
+        f"{2 * cfg.max_minutes:g}` finishes the decay"
+    )
+
+
+def _stop_reason(limit: float, spent: float, stop: Preemption) -> str:
+    """Why to stop after this step: "preempted" (SIGTERM), "budget" (``limit`` seconds
+    spent, 0: none) or "end" (go on), by process 0's signal and clock: every process
+    stops at once."""
+    over = limit and spent > limit
+    return ("end", "budget", "preempted")[from_lead(2 if stop.requested else int(bool(over)))]
 
 
 def _preempted(run: _Run, progress: Progress, k: int) -> dict:
@@ -467,10 +455,11 @@ def _preempted(run: _Run, progress: Progress, k: int) -> dict:
     run.ckpt.wait()
     run.ckpt.close()
     run.log(
-        f"stop   step {k} of {run.cfg.steps}: SIGTERM; checkpoint {k} saved. Resume with: "
+        f"stop   step {k} of {_steps(run.schedule)}: SIGTERM; checkpoint {k} saved. Resume with: "
         f"jaxformer train --out {run.cfg.run_dir} --resume"
     )
-    return {"step": k, "steps": run.cfg.steps, "preempted": True, "run_dir": str(run.cfg.run_dir)}
+    steps = run.schedule.length or run.schedule.planned
+    return {"step": k, "steps": steps, "preempted": True, "run_dir": str(run.cfg.run_dir)}
 
 
 def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
@@ -488,6 +477,7 @@ def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
 def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s, t_start):
     """The final eval over all of val, the loss curve, a sample and the summary."""
     cfg, corpus, params = run.cfg, run.corpus, progress.params
+    steps = run.schedule.length or run.schedule.planned
     final = progress.evaluate(params, k, full=True)
     progress.metrics.close()
     run.ckpt.wait()
@@ -505,7 +495,7 @@ def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s
             f.write(text + "\n")
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     summary = {
-        "step": k, "steps": cfg.steps, "stopped_early": stopped,
+        "step": k, "steps": steps, "stopped_early": stopped,
         "val_bpb": final["val_bpb"], "val_loss": final["val_loss"], "bzip2_bpb": corpus.bzip2_bpb,
         "tokens_per_s": tok_s, "mfu": progress.mfu(tok_s),
         "train_s": train_s, "total_s": time.time() - t_start, "n_params": n_params,
@@ -513,7 +503,7 @@ def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s
     }  # fmt: skip
     verdict = "below" if final["val_bpb"] < corpus.bzip2_bpb else "NOT below"
     run.log(
-        f"done   step {k}/{cfg.steps} in {train_s / 60:.1f} min of training "
+        f"done   step {k}/{steps} in {train_s / 60:.1f} min of training "
         f"({summary['total_s'] / 60:.1f} min in all), {tok_s:,.0f} tok/s, "
         f"MFU {summary['mfu']:.1%}\n"
         f"val    {final['val_bpb']:.4f} bits/byte, {verdict} bzip2 -9's "

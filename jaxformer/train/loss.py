@@ -48,7 +48,8 @@ def loss(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float
     return batch_nll(model, params, windows_BT1, compute_dtype).mean()
 
 
-AUX, LOAD = ".aux", ".load"  # trace points: a term of the objective; an expert's share
+# trace points: a term of the objective; an expert's share; the fraction of pairs dropped
+AUX, LOAD, DROPPED = ".aux", ".load", ".dropped"
 
 
 def auxiliary(model: Map) -> bool:
@@ -58,8 +59,9 @@ def auxiliary(model: Map) -> bool:
 
 def objective(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
     """(J, {"loss": the mean NLL, and for a model with auxiliary terms "aux_loss": their
-    sum, "expert_load": each expert's share of the routed pairs, [E], over layers and
-    windows}). J = loss + aux_loss; without auxiliary terms J = loss, as ``loss``."""
+    sum, "expert_load": each expert's share of the routed pairs, [E], and "dropped": the
+    fraction of them dropped (by an expert axis' capacity), both over layers and windows}).
+    J = loss + aux_loss; without auxiliary terms J = loss, as ``loss``."""
     if not auxiliary(model):
         nll = loss(model, params, windows_BT1, compute_dtype)
         return nll, {"loss": nll}
@@ -71,7 +73,8 @@ def objective(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "
     aux = sum(jnp.sum(a.astype(jnp.float32)) for a in ends(AUX)) / x.shape[0]  # Σ_l, mean_b
     loads = ends(LOAD)  # each [B, (L,) E]
     load = jnp.mean(jnp.stack([v.reshape(-1, v.shape[-1]).mean(0) for v in loads]), 0)
-    return nll + aux, {"loss": nll, "aux_loss": aux, "expert_load": load}
+    dropped = jnp.mean(jnp.stack([v.mean() for v in ends(DROPPED)]))
+    return nll + aux, {"loss": nll, "aux_loss": aux, "expert_load": load, "dropped": dropped}
 
 
 def bits_per_byte(nll_nats: float, n_bytes: int) -> float:

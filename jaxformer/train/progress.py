@@ -58,8 +58,9 @@ class Progress:
         self.bar.update(1)
         if k % cfg.log_every == 0 or k == cfg.steps:
             tok_s = self.tokens_per_s()
-            load = (experts or {}).get("expert_load")
+            load, dropped = (experts or {}).get("expert_load"), (experts or {}).get("dropped")
             busiest = f"  busiest expert {max(load) * len(load):.2f}× its share" if load else ""
+            busiest += f"  dropped {dropped:.2%}" if dropped else ""
             self.bar.set_postfix_str(
                 f"loss {loss:.3f}  {tok_s:,.0f} tok/s  MFU {self.mfu(tok_s):.1%}{busiest}"
             )
@@ -101,8 +102,8 @@ class Progress:
 def expert_metrics(m: dict) -> dict:
     """A mixture of experts' part of a step's metrics line: its auxiliary loss, each
     expert's share of the routed (token, expert) pairs (over layers), and the fraction of
-    pairs dropped (0: the routed form drops none); {} for a model without experts."""
+    pairs dropped (by an expert axis' capacity; 0 otherwise); {} for a model without experts."""
     if "expert_load" not in m:
         return {}
     load = [round(float(v), 5) for v in m["expert_load"]]
-    return {"aux_loss": float(m["aux_loss"]), "expert_load": load, "dropped": 0.0}
+    return {"aux_loss": float(m["aux_loss"]), "expert_load": load, "dropped": float(m["dropped"])}

@@ -3,8 +3,8 @@
     step: (θ, s, x_MbT1) ↦ (θ', s', {loss, grad_norm})       the same map as train.step
 
 ``jax.jit`` of the library's step (unchanged: grad accumulation, clipping, AdamW) with
-in/out shardings: θ and s as the rules say, the batch split over data × fsdp, the
-metrics replicated; the model inside carries the constraints of ``pin.py`` (the
+in/out shardings: θ and s as the rules say, the batch split over data × fsdp × expert,
+the metrics replicated; the model inside carries the constraints of ``pin.py`` (the
 residual stream, the unstacked weights). XLA's partitioner derives every collective
 from these: the all-gathers of FSDP weights, the reduction of their gradients, the
 all-reduce of the data-parallel gradients and of the tensor-parallel partial sums.

@@ -1,10 +1,12 @@
-"""The sharded step on 8 CPU devices equals the library's step on one, on three meshes
-(data alone, all three axes, tensor alone).
+"""The sharded step on 8 CPU devices equals the library's step on one, on meshes
+(data, fsdp, expert, tensor) of data alone, data × fsdp × tensor, tensor alone, and for a
+mixture of experts, the expert axis with data and fsdp, and with fsdp and tensor.
 
 One subprocess (XLA_FLAGS fixes the device count before jax starts, and this worker's
 jax must keep its own) runs eight_devices.py; the tests read its JSON report. GPT-2
 runs on the three meshes; Llama (grouped-query W_K, W_V; SwiGLU's W_gate; an untied
-W_U) on the one that splits everything.
+W_U) on the one that splits everything; Mixtral (8 experts, 2 per token, tokens sent to
+their experts by all-to-all) on the two expert meshes.
 """
 
 import json
@@ -17,10 +19,12 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a module fixture of a minute or more
 
-RUNS = [("gpt2", m) for m in [(8, 1, 1), (2, 2, 2), (1, 1, 8)]] + [("llama", (2, 2, 2))]
+RUNS = [("gpt2", m) for m in [(8, 1, 1, 1), (2, 2, 1, 2), (1, 1, 1, 8)]] + [("llama", (2, 2, 1, 2))]
+RUNS += [("mixtral", m) for m in [(2, 2, 2, 1), (1, 2, 2, 2)]]
 TOL = 1e-5
 
-# Written out from the table (V, H, G, m → tensor; d → fsdp; L, k, T → none), not computed.
+# Written out from the table (V, H, G, m → tensor; d → fsdp; E → expert; e, L, k, T → none),
+# not computed.
 ATTN = {
     "W_Q": (None, "tensor", "fsdp", None),
     "W_K": (None, "tensor", "fsdp", None),
@@ -60,6 +64,18 @@ EXPECTED = {
         "['ln_f']['gamma']": ("fsdp",),
         "['unembed']['W_U']": ("fsdp", "tensor"),
     },
+    "mixtral": {
+        "['embed']['W_E']": ("tensor", "fsdp"),
+        **{f"['blocks']['attn']['{k}']": v for k, v in ATTN.items()},
+        "['blocks']['mlp']['W_R']": (None, "fsdp", None),
+        "['blocks']['mlp']['W_gate']": (None, "expert", "fsdp", "tensor"),
+        "['blocks']['mlp']['W_in']": (None, "expert", "fsdp", "tensor"),
+        "['blocks']['mlp']['W_out']": (None, "expert", "tensor", "fsdp"),
+        "['blocks']['ln1']['gamma']": (None, "fsdp"),
+        "['blocks']['ln2']['gamma']": (None, "fsdp"),
+        "['ln_f']['gamma']": ("fsdp",),
+        "['unembed']['W_U']": ("fsdp", "tensor"),
+    },
 }
 
 
@@ -83,6 +99,9 @@ def test_sharded_step_equals_one_device(report, family, mesh):
     assert r["init_err"] == 0.0  # the sharded draw is model.init(key), value for value
     for got, want in zip(r["loss"], report[family]["ref_loss"]):
         assert abs(got - want) <= TOL
+    for got, want in zip(r["aux"], report[family]["ref_aux"]):
+        assert abs(got - want) <= TOL  # a mixture's auxiliary losses, from its routing
+    assert r["dropped"] == [0.0] * len(r["loss"])  # capacity 0: no pair dropped
     worst = max(r["param_err"], key=r["param_err"].get)
     assert r["param_err"][worst] <= TOL, f"{worst}: {r['param_err'][worst]}"
     assert r["moved"] > 30 * TOL  # the steps moved θ by ~2·lr: the comparison has teeth
@@ -92,7 +111,7 @@ def test_sharded_step_equals_one_device(report, family, mesh):
 def test_params_are_sharded_as_the_rules_say(report, family, mesh):
     from jax.sharding import PartitionSpec as P
 
-    sizes = dict(zip(("data", "fsdp", "tensor"), mesh))
+    sizes = dict(zip(("data", "fsdp", "expert", "tensor"), mesh))
     r = report[family]["meshes"][str(mesh)]
     assert set(r["specs"]) == set(EXPECTED[family])
     for path, axes in EXPECTED[family].items():

@@ -164,7 +164,7 @@ def test_cli_two_processes_train_as_one(train_runs):
         one, two = _by_step(tmp / "one", key), _by_step(tmp / "two", key)
         assert sorted(one) == sorted(two) == ([3, 6] if key == "val_loss" else [*range(1, 7)])
         assert all(abs(two[k] - one[k]) <= TOL for k in one), (key, one, two)
-    assert "mesh   data=1 × fsdp=2 × tensor=2: 4 devices, 2 processes" in out0
+    assert "mesh   data=1 × fsdp=2 × expert=1 × tensor=2: 4 devices, 2 processes" in out0
     assert "done   step 6/6" in out0
     assert "model  " not in out1 and "done" not in out1  # process 0 alone reports
     assert (tmp / "two" / "sample.txt").is_file() and (tmp / "two" / "loss.png").is_file()

@@ -27,14 +27,14 @@ from jaxformer.parallel.distributed import ENV
 from jaxformer.parallel.mesh import resolve_sizes
 from jaxformer.parallel.pin import Pinned
 
-SIZES = {"data": 2, "fsdp": 2, "tensor": 4}
+SIZES = {"data": 2, "fsdp": 2, "expert": 2, "tensor": 4}
 
 
 # -- meshes ------------------------------------------------------------------------------
 def test_mesh_axes_are_auto_and_named():
     mesh = make_mesh()
-    assert mesh.axis_names == ("data", "fsdp", "tensor")
-    assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+    assert mesh.axis_names == ("data", "fsdp", "expert", "tensor")
+    assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "expert": 1, "tensor": 1}
     assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
 
 
@@ -51,8 +51,9 @@ def test_mesh_that_does_not_divide_the_devices_is_an_error():
 
 
 def test_parse_mesh():
-    assert parse_mesh("data=2,tensor=4") == {"data": 2, "fsdp": 1, "tensor": 4}
-    assert parse_mesh("2,2,2") == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert parse_mesh("data=2,tensor=4") == {"data": 2, "fsdp": 1, "expert": 1, "tensor": 4}
+    assert parse_mesh("2,2,2") == {"data": 2, "fsdp": 2, "expert": 1, "tensor": 2}
+    assert parse_mesh("data=2,expert=4") == {"data": 2, "fsdp": 1, "expert": 4, "tensor": 1}
     assert parse_mesh("fsdp=-1")["fsdp"] == -1
     for bad in ("2,2", "pipeline=2", "data=x"):
         with pytest.raises(MeshError, match="--mesh"):
@@ -68,6 +69,7 @@ def test_parse_mesh():
         ((2, 4, 32, 4), ("L", "G", "d", "k"), P(None, "tensor", "fsdp", None)),
         ((2, 8, 4, 32), ("L", "H", "k", "d"), P(None, "tensor", None, "fsdp")),
         ((2, 32, 128), ("L", "d", "m"), P(None, "fsdp", "tensor")),
+        ((2, 4, 32, 128), ("L", "E", "d", "m"), P(None, "expert", "fsdp", "tensor")),
         ((16, 32), ("T", "d"), P(None, "fsdp")),
         ((32,), ("d",), P("fsdp")),
         ((32, 32), ("d", "d"), P("fsdp", None)),  # a mesh axis splits one axis at most

@@ -168,7 +168,7 @@ def test_a_damaged_checkpoint_is_refused_and_set_aside(runs, tmp_path, monkeypat
 
 
 def test_a_finished_run_says_how_to_continue_it(runs, capsys):
-    from jaxformer.train.loop import resolve
+    from jaxformer.train.resolve import resolve
 
     run = runs["whole"]
     base = ["train", "--out", str(run), "--progress", "false"]

@@ -136,7 +136,7 @@ def test_cli_refuses_to_overwrite_a_run_silently(capsys, tmp_path):
 
 
 def test_resume_refuses_changed_model_settings(tmp_path):
-    from jaxformer.train.loop import resolve
+    from jaxformer.train.resolve import resolve
 
     cfg = TrainConfig.preset("tiny", out=str(tmp_path))
     _saved_run(tmp_path, cfg)
@@ -151,7 +151,7 @@ def test_resume_refuses_changed_model_settings(tmp_path):
 
 
 def test_resume_may_change_the_mesh(tmp_path):
-    from jaxformer.train.loop import resolve
+    from jaxformer.train.resolve import resolve
 
     cfg = TrainConfig.preset("tiny", out=str(tmp_path), mesh="fsdp=2,tensor=2")
     _saved_run(tmp_path, cfg)
@@ -160,7 +160,7 @@ def test_resume_may_change_the_mesh(tmp_path):
 
 
 def test_a_run_without_a_complete_checkpoint_starts_again(tmp_path):
-    from jaxformer.train.loop import resolve
+    from jaxformer.train.resolve import resolve
 
     notes = []
     (tmp_path / "run" / "checkpoints" / "3.orbax-checkpoint-tmp").mkdir(parents=True)

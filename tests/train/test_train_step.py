@@ -136,7 +136,7 @@ def test_weight_decay_reaches_matrices_only(setup):
 
 
 def test_schedule_warms_up_then_decays_to_min_lr():
-    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4, schedule="cosine")
     lr = schedule(cfg)
     assert float(lr(0)) == 0 and float(lr(5)) == pytest.approx(5e-4)
     assert float(lr(10)) == pytest.approx(1e-3)

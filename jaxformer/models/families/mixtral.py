@@ -17,7 +17,7 @@ from ..config import Config
 from ..family import FAMILIES, family
 from .llama import llama_like
 
-MOE = dict(n_experts=8, top_k=2, balance_weight=0.01, z_weight=1e-3)
+MOE = dict(n_experts=8, top_k=2, balance_weight=0.01, z_weight=1e-3, capacity_factor=0.0)
 
 
 def check(c: Config) -> None:
