@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..tokenizer import HFTokenizer, Tokenizer
+from ..tokenizer.hf_files import bpe_model
 from ..tokenizer.hf_text import byte_to_unicode
 
 __all__ = ["byte_to_unicode", "to_hf_tokenizer_json", "tokenizer_json"]
@@ -75,18 +76,11 @@ def tokenizer_json(tok: Tokenizer | HFTokenizer) -> dict:
         },
         "post_processor": None,
         "decoder": byte_level,
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": True,
-            "vocab": {text(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])},
-            "merges": merges,
-        },
+        "model": bpe_model(
+            {text(t): r for t, r in sorted(ranks.items(), key=lambda kv: kv[1])},
+            merges,
+            ignore_merges=True,
+        ),
     }
 
 

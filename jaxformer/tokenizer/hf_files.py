@@ -82,17 +82,17 @@ def pair_spec(vocab_file: Path, merges_file: Path) -> tuple[dict, str]:
         "pre_tokenizer": byte_level,
         "post_processor": None,
         "decoder": byte_level,
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "ignore_merges": False,
-            "vocab": vocab,
-            "merges": [m.split(" ") for m in merges],  # a line of other than 2 parts is refused
-        },
+        # a merges line of other than 2 parts is refused when the spec is read
+        "model": bpe_model(vocab, [m.split(" ") for m in merges], ignore_merges=False),
     }
     return spec, f"{vocab_file} + {merges_file.name}"
+
+
+def bpe_model(vocab: dict, merges: list, ignore_merges: bool) -> dict:
+    """The ``model`` object of a byte-level BPE ``tokenizer.json``: no unknown token, no
+    byte fallback, no dropout (every byte is in the vocabulary)."""
+    return {
+        "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+        "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+        "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
+    }  # fmt: skip
