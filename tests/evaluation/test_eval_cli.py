@@ -20,6 +20,8 @@ from jaxformer.cli import main  # noqa: E402
 from jaxformer.interop import from_hf  # noqa: E402
 from jaxformer.tokenizer import Tokenizer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # models and runs built in module fixtures
+
 REL = 1e-5
 
 

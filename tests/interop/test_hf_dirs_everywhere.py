@@ -21,6 +21,8 @@ from jaxformer.interop import load_checkpoint  # noqa: E402
 from jaxformer.rundir import CheckpointError, load_for_inference  # noqa: E402
 from jaxformer.tokenizer import HFTokenizer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # HF models and runs built in module fixtures
+
 PROMPT = "KING HENRY. Now, lords"
 FAMILIES = ("llama", "gpt2")
 

@@ -12,6 +12,8 @@ from jaxformer.rundir import Checkpoints, load_for_inference
 from jaxformer.train.data import bundled_corpus
 from jaxformer.train.report import read_metrics
 
+pytestmark = pytest.mark.slow  # three training runs, a module fixture of a minute
+
 STEPS = 6
 FAULT = "JAXFORMER_FAULT_AT_STEP"  # "N:TERM": the loop sends itself SIGTERM after step N
 

@@ -19,6 +19,8 @@ from jaxformer.train.data import bundled_corpus
 from jaxformer.train.report import read_metrics
 from jaxformer.train.resolve import resolve
 
+pytestmark = pytest.mark.slow  # several short training runs, a minute or more
+
 FAULT = "JAXFORMER_FAULT_AT_STEP"  # "N:TERM": the loop sends itself SIGTERM after step N
 
 
