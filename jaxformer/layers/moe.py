@@ -13,10 +13,12 @@ evaluations of the same map (``impl``):
     routed   the T·k (token, expert) pairs sorted by expert into tiles of b rows, each
              tile one expert's, so only the chosen experts compute: T·k rows plus the
              padding of each nonempty group to a whole tile (``routing.py``). No token
-             is dropped.
+             is dropped. On a mesh with an expert axis the same product runs with the
+             experts split over devices (``parallel/experts.py``, set as ``routing``).
 
 The trace adds the router logits, the gates and chosen experts, the load per expert
-(the fraction of the T·k pairs each receives) and the two auxiliary losses of a batch
+(the fraction of the T·k pairs each receives), the fraction of pairs dropped (nonzero
+only over an expert axis with a capacity) and the two auxiliary losses of a batch
 (``balance``: E Σ_e f_e P̄_e, Switch/Mixtral; ``z``: mean (logsumexp x W_R)², ST-MoE),
 each over the T tokens of one sequence, and ``aux`` = w_b·balance + w_z·z, the term the
 training objective adds per layer (``train.loss.objective``).
