@@ -6,6 +6,7 @@ sampler.py     the batches: a pure function of (seed, step)
 loss.py        cross-entropy in f32, bits per byte
 optim.py       clip → AdamW(warmup-stable-decay or cosine), decay on matrices
 budget.py      --max_minutes: sizing a run, its seconds, when a WSD run decays
+length.py      the run's length as the host knows it: fixed, or set by the clock
 remat.py       named rematerialisation policies
 step.py        the jitted train step (accumulation, bf16, donation) and eval step
 checkpoint.py  orbax checkpoints, run directories, load_for_inference

@@ -69,8 +69,8 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, optim, report, sampler, step
-from .budget import Spent, decay_plan, planned_steps, size_run
+from . import data, length, optim, report, sampler, step
+from .budget import Spent, size_run
 from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
 from .preempt import Preemption
@@ -111,32 +111,7 @@ class _Run:
     lead: bool
     log: Callable
     clock: Callable = time.monotonic  # the budget's seconds (a test's fake clock)
-    schedule: _Schedule | None = None  # set by ``_start``
-
-
-@dataclass
-class _Schedule:
-    """What the host knows of the schedule: the run's length and a WSD run's decay."""
-
-    budgeted: bool  # a WSD run of --steps 0: the clock starts its decay
-    length: int | None  # the last step: --steps, or D + N; None before a budgeted run's decay
-    planned: int  # the length as best known: an estimate before (the bar and the log)
-    decay: tuple[int, int] | None  # (D, N) as in the optimizer state; None: not yet, or cosine
-    spent: float = 0.0  # the budget's seconds at the start (a resumed budgeted run's)
-
-    def decided(self, decay: tuple[int, int]) -> None:
-        self.decay = decay
-        self.length = self.planned = sum(decay)
-
-
-class _Planned:
-    """``cfg`` with the run's length as best known as ``steps``: what ``Progress`` reads."""
-
-    def __init__(self, cfg: TrainConfig, steps: int):
-        self._cfg, self.steps = cfg, steps
-
-    def __getattr__(self, name):
-        return getattr(self._cfg, name)
+    schedule: length.Schedule | None = None  # set by ``_start``
 
 
 def train(
@@ -158,7 +133,7 @@ def train(
         start, params, opt_state, train_step = _start(run, resume)
         cfg = run.cfg  # sized to the time budget on a new run
         run.log(_announce(run, params, start, resume))
-        view = dataclasses.replace(run, cfg=_Planned(cfg, run.schedule.planned))
+        view = dataclasses.replace(run, cfg=length.Planned(cfg, run.schedule.planned))
         progress = Progress(view, start, resume)
         k, why, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start,
                                        resume, stop)  # fmt: skip
@@ -212,7 +187,7 @@ def _start(run: _Run, resume: bool):
         opt = optim.optimizer(cfg)
         opt_targets = abstract_opt_state(opt, run.targets)
         params, opt_state, _ = run.ckpt.restore(start, run.targets, opt_targets, verified=True)
-        run.schedule = _resumed_schedule(cfg, start, meta, optim.decay_of(opt_state))
+        run.schedule = length.resumed(cfg, start, meta, optim.decay_of(opt_state))
         if run.lead:  # a run continued for more steps records its new length
             saved, _ = C.read_run_config(cfg.run_dir)
             if (saved.steps, saved.decay_steps) != (cfg.steps, cfg.decay_steps):
@@ -229,23 +204,12 @@ def _start(run: _Run, resume: bool):
     else:
         planned = cfg.steps
     decay = cfg.fixed_decay if cfg.schedule == "wsd" else None
-    run.schedule = _Schedule(budgeted, None if budgeted else cfg.steps, planned, decay)
+    run.schedule = length.Schedule(budgeted, None if budgeted else cfg.steps, planned, decay)
     opt = optim.optimizer(cfg)
     train_step, init_opt = stepper(run.model, opt, cfg.compute_dtype, mesh)
     if run.lead:
         C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
     return 0, params, init_opt(params), train_step
-
-
-def _resumed_schedule(cfg: TrainConfig, start: int, meta: dict, decay) -> _Schedule:
-    """The schedule of a run resumed at ``start``: ``decay`` from the optimizer state; a
-    budgeted run's seconds from the checkpoint's meta (a continued run's clock is new)."""
-    if cfg.steps:
-        return _Schedule(False, cfg.steps, cfg.steps, decay)
-    spent = float((meta.get("schedule") or {}).get("budget_seconds") or 0.0)
-    if decay:
-        return _Schedule(True, sum(decay), sum(decay), decay, spent)
-    return _Schedule(True, None, planned_steps(cfg, start, spent), None, spent)
 
 
 def _intact_start(run: _Run) -> int:
@@ -311,31 +275,14 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
         f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
         f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
         f"{run.n_windows:,} windows of {T} per epoch\n"
-        f"train  {_steps(run.schedule)} steps × {cfg.batch_size} sequences"
+        f"train  {length.steps_text(run.schedule)} steps × {cfg.batch_size} sequences"
         + (f" ({M} micro-batches of {cfg.batch_size // M})" if M > 1 else "")
-        + f", lr {cfg.lr:g} → {cfg.min_lr:g} ({_describe_schedule(run)}), {cfg.compute_dtype}, "
-        f"remat={cfg.remat}"
+        + f", lr {cfg.lr:g} → {cfg.min_lr:g} ({length.describe(cfg, run.schedule)}), "
+        f"{cfg.compute_dtype}, remat={cfg.remat}"
         + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
         + ("" if run.mesh.size == 1 else f"\nmesh   {_show(run.mesh)}")
         + f"\nout    {cfg.run_dir}"
         + (f"  (resuming at step {start})" if resume else "")
-    )
-
-
-def _steps(sched: _Schedule) -> str:
-    return str(sched.length) if sched.length is not None else f"about {sched.planned}"
-
-
-def _describe_schedule(run: _Run) -> str:
-    cfg, sched = run.cfg, run.schedule
-    if cfg.schedule == "cosine":
-        return f"warmup {cfg.warmup_steps}, cosine"
-    if sched.decay:
-        D, N = sched.decay
-        return f"wsd: warmup {cfg.warmup_steps}, decay over steps {D + 1}–{D + N}"
-    return (
-        f"wsd: warmup {cfg.warmup_steps}, decay once {1 - cfg.decay_share:.0%} of the time "
-        "budget is spent"
     )
 
 
@@ -382,15 +329,15 @@ def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, r
             if k % cfg.eval_every == 0 and more:
                 progress.evaluate(params, k, full=False)
             t = spent.charge()  # after the eval: the budget counts what evals cost
-            if sched.budgeted and sched.decay is None and (plan := _plan(cfg, k, t)):
+            if sched.budgeted and sched.decay is None and (plan := length.plan_by_lead(cfg, k, t)):
                 opt_state = optim.with_decay(opt_state, *plan)
                 _decided(run, progress, plan, k, t)
             if k % cfg.checkpoint_every == 0 and more:
                 _save(run, k, params, opt_state, spent.seconds)
                 saved = k
-            if more and (why := _stop_reason(_limit(cfg, sched), t, stop)) != "end":
+            if more and (why := _stop_reason(length.limit(cfg, sched), t, stop)) != "end":
                 if why == "budget":
-                    progress.say(_over_budget(run, k, lr))
+                    progress.say(length.over_budget(cfg, sched, k, lr))
                 break
     finally:
         progress.close()
@@ -399,13 +346,6 @@ def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, r
         _save(run, k, params, opt_state, spent.seconds)
     progress.params = params
     return k, why, progress.tokens_per_s(), train_s
-
-
-def _plan(cfg: TrainConfig, k: int, spent: float) -> tuple[int, int] | None:
-    """``budget.decay_plan`` by process 0's clock: every process decays at once."""
-    plan = decay_plan(cfg, k, spent) if jax.process_index() == 0 else None
-    D = from_lead(plan[0] if plan else -1)
-    return None if D < 0 else (D, from_lead(plan[1] if plan else 0))
 
 
 def _decided(run: _Run, progress: Progress, plan: tuple[int, int], k: int, t: float) -> None:
@@ -423,24 +363,6 @@ def _decided(run: _Run, progress: Progress, plan: tuple[int, int], k: int, t: fl
     )
 
 
-def _limit(cfg: TrainConfig, sched: _Schedule) -> float:
-    """The budget's seconds: --max_minutes (0: none); a budgeted run's decay may run over
-    by its own planned share, when the machine slows down, before it is cut."""
-    return 60 * cfg.max_minutes * ((1 + cfg.decay_share) if sched.budgeted else 1)
-
-
-def _over_budget(run: _Run, k: int, lr: float) -> str:
-    cfg = run.cfg
-    if not run.schedule.budgeted:
-        return f"stop   step {k}: --max_minutes {cfg.max_minutes:g} reached"
-    return (
-        f"stop   step {k} of {run.schedule.length}: the decay ran past --max_minutes "
-        f"{cfg.max_minutes:g} by {cfg.decay_share:.0%} (the machine slowed down), so the lr "
-        f"stopped at {lr:.3g}, not {cfg.min_lr:g}; `--resume --max_minutes "
-        f"{2 * cfg.max_minutes:g}` finishes the decay"
-    )
-
-
 def _stop_reason(limit: float, spent: float, stop: Preemption) -> str:
     """Why to stop after this step: "preempted" (SIGTERM), "budget" (``limit`` seconds
     spent, 0: none) or "end" (go on), by process 0's signal and clock: every process
@@ -455,8 +377,8 @@ def _preempted(run: _Run, progress: Progress, k: int) -> dict:
     run.ckpt.wait()
     run.ckpt.close()
     run.log(
-        f"stop   step {k} of {_steps(run.schedule)}: SIGTERM; checkpoint {k} saved. Resume with: "
-        f"jaxformer train --out {run.cfg.run_dir} --resume"
+        f"stop   step {k} of {length.steps_text(run.schedule)}: SIGTERM; checkpoint {k} "
+        f"saved. Resume with: jaxformer train --out {run.cfg.run_dir} --resume"
     )
     steps = run.schedule.length or run.schedule.planned
     return {"step": k, "steps": steps, "preempted": True, "run_dir": str(run.cfg.run_dir)}
