@@ -1,6 +1,8 @@
+import atexit
 import collections
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,17 @@ import pytest
 # Tests compare float32 results with float64 references; keep XLA on its default
 # (exact) CPU math and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One XLA compilation cache for the session: its workers and every process they start
+# (the environment is inherited) share compiled programs, which the suite compiles many
+# times over (the tiny model's train step, in every CLI run). A cached program is the
+# program XLA would compile again, so no result changes. The first process (the xdist
+# controller, or pytest alone) makes the folder and removes it at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxformer-test-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

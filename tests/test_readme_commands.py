@@ -24,6 +24,7 @@ from jaxformer.models import build
 from jaxformer.tokenizer import Tokenizer
 from jaxformer.train import TrainConfig
 from jaxformer.train.checkpoint import Checkpoints, save_run_files
+from jaxformer.train.cli import preset_of
 from jaxformer.train.data import bundled_corpus, prepare
 from jaxformer.train.optim import optimizer
 
@@ -36,7 +37,10 @@ BOUNDED = ["--steps", "2", "--warmup_steps", "0", "--max_minutes", "0", "--progr
 BOUNDED += ["--data", "corpus.txt", "--eval_every", "1000", "--sample_tokens", "0"]
 # Commands for hardware a test does not have: parsed and validated only.
 NEEDS = ("--mesh data=8", "--mesh data=2,fsdp", "--mesh data=-1,tensor", "--coordinator",
-         "JAX_COORDINATOR", "XLA_FLAGS", "runs/big", "--mesh fsdp", "expert=")  # fmt: skip
+         "JAX_COORDINATOR", "XLA_FLAGS", "runs/big", "--mesh fsdp", "expert=",
+         "--init-from gpt2", "--checkpoint gpt2 ", "runs/tuned")  # fmt: skip
+# (the fine-tuning section's commands run for real in test_readme_finetune.py, on a small
+# random model saved as the gpt2 directory they name)
 
 
 def readme_commands() -> list[str]:
@@ -114,7 +118,7 @@ def test_every_readme_command_runs_on_the_readme_run(workspace, monkeypatch):
             args = parser().parse_args(argv)  # it parses; its settings validate
             if args.command == "train":
                 overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
-                TrainConfig.preset(args.preset, **overrides)
+                TrainConfig.preset(preset_of(args.preset, overrides), **overrides)
             checked.append(line)
             continue
         extra = []

@@ -21,7 +21,8 @@ from pathlib import Path
 from .. import rundir
 from ..models import Config
 from ..tokenizer import HFTokenizer, Tokenizer
-from .hf import from_hf
+from .families import config_from_hf
+from .hf import from_hf, read_config
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # vocab.json goes with merges.txt
 
@@ -37,6 +38,14 @@ def has_hf_tokenizer(path: str | os.PathLike) -> bool:
     return (p / "tokenizer.json").is_file() or (
         (p / "vocab.json").is_file() and (p / "merges.txt").is_file()
     )
+
+
+def read_model_config(path: str | os.PathLike) -> Config:
+    """The model ``Config`` of a run or an HF directory, its config.json checked; no weight
+    is read (a ``ValueError`` or ``FileNotFoundError`` names what is wrong)."""
+    if is_hf_dir(path):
+        return config_from_hf(read_config(Path(path)), str(Path(path) / "config.json"))
+    return rundir.read_configs(path)[1]
 
 
 def load_hf_dir(

@@ -139,6 +139,12 @@ def _shardings(tree):
 
 
 def _with_shardings(shapes, shardings):
+    # a MaskedNode (the state of a frozen or unadapted param: none) stays one; its
+    # sharding (replicated, from ``opt_state_shardings``) is nobody's
+    masked = lambda x: isinstance(x, optax.MaskedNode)
     return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), shapes, shardings
+        lambda a, s: a if masked(a) else jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        shapes,
+        shardings,
+        is_leaf=masked,
     )

@@ -5,6 +5,7 @@ jaxformer train --preset tiny --steps 100        # a preset with overrides
 jaxformer train --data my_texts/ --out runs/mine --lr 1e-3
 jaxformer train --out runs/mine --resume         # continue where it stopped (SIGTERM, Ctrl-C, kill)
 jaxformer train --out runs/mine --resume --steps 2000   # train a finished run further
+jaxformer train --init-from gpt2-dir/ --data my_texts/   # fine-tune a pretrained model
 jaxformer train --mesh data=2,fsdp=2,tensor=2    # on 8 devices: data, FSDP and tensor parallel
 jaxformer train --coordinator HOST:PORT --num-processes N --process-id I   # on each of N hosts
 """
@@ -29,6 +30,11 @@ HELP = {
     "data": "a UTF-8 text file or a folder of them (default: the bundled Shakespeare)",
     "tokenizer": "a tokenizer directory to load (default: train a BPE on the train split)",
     "vocab_size": "the BPE vocabulary to train",
+    "init_from": "start from a pretrained model: an HF directory (save_pretrained's) or a "
+    "run; its weights, model and tokenizer (the data is tokenized with it), with the "
+    "finetune preset's settings unless --preset is given",
+    "freeze": "keep the parameters whose dotted path matches a glob fixed, e.g. --freeze "
+    "'embed.*' 'pos.*' (no update, no optimizer state; blocks.* is every layer's)",
     "val_fraction": "the tail of the text held out for validation",
     "family": "the model family (models/families: gpt2, llama, ...)",
     "n_kv_heads": "key/value heads G (grouped-query attention; none = n_heads)",
@@ -98,7 +104,10 @@ def add_parser(subparsers) -> None:
         epilog=f"presets:\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="default", help="start from this preset (default: default)")
+    p.add_argument(
+        "--preset",
+        help="start from this preset (default: default, or finetune with --init-from)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -125,11 +134,22 @@ def add_parser(subparsers) -> None:
             f"--{f.name}",
             dest=f"set_{f.name}",
             default=argparse.SUPPRESS,
-            metavar=base_type(HINTS[f.name]).__name__.upper(),
+            metavar=_METAVARS.get(f.name, base_type(HINTS[f.name]).__name__.upper()),
             type=_parser(f.name),
             help=f"{HELP.get(f.name, '')}{default}".lstrip(),
+            **({"nargs": "+", "action": _Joined} if f.name == "freeze" else {}),
         )
     p.set_defaults(run=run)
+
+
+_METAVARS = {"init_from": "DIR", "freeze": "GLOB"}
+
+
+class _Joined(argparse.Action):
+    """``--freeze a b,c`` ↦ "a,b,c": one setting, the globs comma-separated."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, ",".join(values))
 
 
 def _parser(key: str):
@@ -141,6 +161,11 @@ def _parser(key: str):
 
     parse.__name__ = key
     return parse
+
+
+def preset_of(preset: str | None, overrides: dict) -> str:
+    """The preset a command means: ``--preset``, else finetune with --init-from, else default."""
+    return preset or ("finetune" if overrides.get("init_from") else "default")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,6 +183,7 @@ def _run(args: argparse.Namespace, stop) -> int:
     from . import checkpoint, data, loop, resolve
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
+    args.preset = preset_of(args.preset, overrides)
     errors = (ConfigError, data.DataError, checkpoint.CheckpointError)
     errors += (MeshError, DistributedError)  # the mesh, the processes
     run_dir = resolve.run_dir_of(args.preset, overrides)

@@ -67,6 +67,9 @@ class TrainConfig(ModelSettings):
     data: str = ""  # a text file or a folder of them; "" = the bundled Shakespeare
     tokenizer: str = ""  # a tokenizer directory to load; "" = train a BPE on the train split
     val_fraction: float = 0.1  # the tail of the text held out for validation
+    # -- a pretrained start (pretrained.py) --------------------------------------------------
+    init_from: str = ""  # an HF directory or a run: its weights, model and tokenizer
+    freeze: str = ""  # globs of parameter paths kept fixed, e.g. "embed.*,pos.*"
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = 32  # sequences per step, over all micro-batches and processes
     micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
@@ -240,8 +243,9 @@ class TrainConfig(ModelSettings):
 
 def upgrade(d: dict) -> dict:
     """A saved run's settings with the keys added since, set as that run trained: a run
-    saved before --schedule existed ran the cosine."""
-    return {"schedule": "cosine", **d}
+    saved before --schedule existed ran the cosine, one saved before --init-from and
+    --freeze started from its seed and trained every parameter."""
+    return {"schedule": "cosine", "init_from": "", "freeze": "", **d}
 
 
 def _known(d: dict) -> dict:
@@ -262,6 +266,12 @@ PRESETS: dict[str, dict] = {
         vocab_size=300, n_layers=2, d_model=32, n_heads=2, context=32, batch_size=8,
         steps=40, max_minutes=0.0, warmup_steps=5, lr=3e-3, min_lr=3e-4, eval_every=20,
         eval_batches=2, checkpoint_every=10, sample_tokens=20, log_every=1,
+    ),
+    # what --init-from DIR starts from (unless --preset is given): HF Trainer's fine-tuning
+    # defaults (η 5e-5, no weight decay, β₂ 0.999), decaying to η/10 after a short warmup
+    "finetune": dict(
+        lr=5e-5, min_lr=5e-6, warmup_steps=10, weight_decay=0.0, beta2=0.999, batch_size=8,
+        eval_every=100, checkpoint_every=100,
     ),
     "gpt2-small": dict(
         vocab_size=32768, n_layers=12, d_model=768, n_heads=12, context=1024,

@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import rundir
 from ..atomic import MANIFEST, Damaged, atomic_open, verify_manifest, write_manifest
-from ..tokenizer import Tokenizer
+from ..interop import is_hf_dir
+from ..tokenizer import HFTokenizer, Tokenizer
 from ..tokenizer.files import format_ranks
 from .config import TrainConfig
 
@@ -50,7 +52,7 @@ class DataError(ValueError):
 class Corpus:
     """A prepared corpus: the tokenizer and both splits as memory-mapped token arrays."""
 
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | HFTokenizer
     train: np.ndarray  # [N_train] uint16|uint32
     val: np.ndarray  # [N_val]
     token_bytes: np.ndarray  # [V] int64: the bytes of text each id stands for (bits per byte)
@@ -109,11 +111,24 @@ def split(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def tokenizer_sha256(tok: Tokenizer) -> str:
-    """A hash of what the tokenizer computes: its pattern, special tokens and ranks."""
+def tokenizer_sha256(tok: Tokenizer | HFTokenizer) -> str:
+    """A hash of what the tokenizer computes: its pattern, special tokens and ranks (an HF
+    tokenizer: its tokenizer.json, canonically written)."""
+    if isinstance(tok, HFTokenizer):
+        spec = json.dumps(tok.tokenizer_json(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(spec.encode()).hexdigest()
     h = hashlib.sha256(json.dumps([tok.pattern, tok.special_tokens], sort_keys=True).encode())
     h.update(format_ranks(dict(tok.mergeable_ranks)))
     return h.hexdigest()
+
+
+def token_bytes(tok: Tokenizer | HFTokenizer) -> np.ndarray:
+    """[V] int64: the bytes of text each id stands for, |decode_bytes([i])| (bits per byte);
+    0 for the special tokens, which stand for no text."""
+    special = set(tok.special_tokens.values())
+    return np.array(
+        [0 if i in special else len(tok.decode_bytes([i])) for i in range(tok.n_vocab)], np.int64
+    )
 
 
 # -- token files ----------------------------------------------------------------------------
@@ -173,12 +188,17 @@ def read_tokens(
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-def prepare(cfg: TrainConfig, log=print) -> Corpus:
-    """Read, split, tokenize and cache the corpus of ``cfg`` (or reuse the cache)."""
+def prepare(cfg: TrainConfig, log=print, tokenizer=None) -> Corpus:
+    """Read, split, tokenize and cache the corpus of ``cfg`` (or reuse the cache), with
+    ``tokenizer``, else that of ``--tokenizer`` or ``--init-from``, else a BPE trained on
+    the train split."""
     source = Path(cfg.data) if cfg.data else bundled_corpus()
     text = read_text(source)
     train_text, val_text = split(text, cfg.val_fraction)
-    loaded = _load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    loaded = tokenizer
+    if loaded is None and (cfg.tokenizer or cfg.init_from):
+        flag = "--tokenizer" if cfg.tokenizer else "--init-from"
+        loaded = load_tokenizer(cfg.tokenizer or cfg.init_from, flag)
     settings = {
         "version": FORMAT_VERSION,
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -196,7 +216,7 @@ def prepare(cfg: TrainConfig, log=print) -> Corpus:
     except Damaged as e:
         raise DataError(f"{e}: the cache is damaged; delete it ({folder}) to rebuild it") from None
     meta = json.loads((folder / "meta.json").read_text())
-    tok = _load_tokenizer(folder / "tokenizer")
+    tok = load_tokenizer(folder / "tokenizer")
     h = tokenizer_sha256(tok)
     train = read_tokens(folder / "train.bin", tok.n_vocab, h)
     val = read_tokens(folder / "val.bin", tok.n_vocab, h)
@@ -206,18 +226,20 @@ def prepare(cfg: TrainConfig, log=print) -> Corpus:
                 f"the {name} split has {ids.size} tokens, too few for --context "
                 f"{cfg.context}: use more text, a shorter context or another --val_fraction"
             )
-    token_bytes = np.zeros(tok.n_vocab, np.int64)  # special tokens stand for no text: 0
-    for token, rank in tok.mergeable_ranks.items():
-        token_bytes[rank] = len(token)
     bpb = meta["bzip2_bpb"]
-    return Corpus(tok, train, val, token_bytes, val_text, bpb, str(source), folder, h)
+    return Corpus(tok, train, val, token_bytes(tok), val_text, bpb, str(source), folder, h)
 
 
-def _load_tokenizer(path) -> Tokenizer:
+def load_tokenizer(path, flag: str = "--tokenizer") -> Tokenizer | HFTokenizer:
+    """The tokenizer in ``path``: a tokenizer directory (``save``'s), an HF model directory
+    (tokenizer.json, or vocab.json + merges.txt) or a run (its ``tokenizer/``)."""
+    p = Path(path)
     try:
-        return Tokenizer.load(path)
+        if is_hf_dir(p):
+            return Tokenizer.from_hf(p)
+        return rundir.load_tokenizer(p / "tokenizer" if (p / "config.json").is_file() else p)
     except (OSError, ValueError) as e:
-        raise DataError(f"--tokenizer {str(path)!r}: cannot load it ({e})") from None
+        raise DataError(f"{flag} {str(path)!r}: cannot load its tokenizer ({e})") from None
 
 
 def _check_cache(cache: Path) -> None:
@@ -243,7 +265,10 @@ def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, s
         if tok is None:
             tok = Tokenizer.train(train_text, vocab_size)
         tok.save(tmp / "tokenizer")
-        h, encode = tokenizer_sha256(tok), tok.to_tiktoken().encode_ordinary
+        h = tokenizer_sha256(tok)
+        encode = (
+            tok.to_tiktoken().encode_ordinary if isinstance(tok, Tokenizer) else tok.encode_ordinary
+        )
         for name, part in (("train", train_text), ("val", val_text)):
             write_tokens(tmp / f"{name}.bin", np.asarray(encode(part)), tok.n_vocab, h)
         val_bytes = val_text.encode()

@@ -7,8 +7,9 @@
     then: checkpoint, the full val set, loss.png, a sample.
 
 The run is a function of its config: batch k is a function of (seed, k), and the
-initial params of the seed, so a run resumed from the checkpoint at step k repeats
-the uninterrupted run's steps bit for bit (on one machine).
+initial params of the seed (or, with ``--init-from DIR``, DIR's weights: ``pretrained.py``),
+so a run resumed from the checkpoint at step k repeats the uninterrupted run's steps bit
+for bit (on one machine).
 
 Stopping and starting again (``resolve.py``, ``_intact_start``):
   * SIGTERM saves a checkpoint at the next step boundary and returns, preempted;
@@ -69,7 +70,7 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, length, optim, report, sampler, step
+from . import data, length, optim, pretrained, report, sampler, step
 from .budget import Spent, size_run
 from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
@@ -151,9 +152,16 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
     require(faces, "term", "train (its FLOPs, for the MFU)")
     if cfg.sample_tokens:
         require(faces, "decode", "train (its final sample)")
-    corpus = data.prepare(cfg, log=log)
+    # a resumed run from a pretrained model reads the tokenizer it saved, not the source's
+    saved = data.load_tokenizer(cfg.run_dir) if resume and cfg.init_from else None
+    corpus = data.prepare(cfg, log=log, tokenizer=saved)
     check_same(corpus.dir.name, "corpus or tokenizer (the cache key differs)")
-    mcfg = cfg.model_config(corpus.tokenizer.n_vocab)
+    mcfg = cfg.model_config(cfg.vocab_size if cfg.init_from else corpus.tokenizer.n_vocab)
+    if corpus.tokenizer.n_vocab > mcfg.vocab_size:
+        raise data.DataError(
+            f"--init-from {cfg.init_from}: its tokenizer has {corpus.tokenizer.n_vocab} ids, "
+            f"its model only {mcfg.vocab_size} rows; the tokenizer belongs to another model"
+        )
     model = build_model(mcfg, cfg.remat)
     M, T = cfg.micro_batches, cfg.context
     b = cfg.batch_size // M
@@ -162,6 +170,8 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
         check_batch((M, b, T + 1), mesh)
     except MeshError as e:
         raise MeshError(f"--mesh {cfg.mesh or 'data=-1'!r}: {e}") from None
+    if cfg.freeze:
+        pretrained.check_freeze(cfg.freeze, targets)
     i, n = data_shard(mesh)  # this process reads part i of n of every batch
     batches = sampler.BatchSampler(corpus.train.size, T, cfg.batch_size, cfg.seed, i, n)
     put = (lambda x: x) if one else (lambda x: global_batch(x, mesh))  # one device: from host
@@ -195,7 +205,10 @@ def _start(run: _Run, resume: bool):
                 C.save_run_config(cfg.run_dir, longer, run.mcfg)
         return start, params, opt_state, stepper(run.model, opt, cfg.compute_dtype, mesh)[0]
     key = jax.random.key(cfg.seed)
-    params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
+    if cfg.init_from:
+        params = pretrained.initial_params(cfg, run.mcfg, run.targets)
+    else:
+        params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
     budgeted = cfg.steps == 0 and cfg.schedule == "wsd"
     if cfg.steps == 0:  # a WSD run keeps --steps 0 (the clock decides), with the warmup capped
         sized = size_run(cfg, run.model, params, run.batch(0), run.evaluate, run.log, mesh)
@@ -239,7 +252,7 @@ def _intact_start(run: _Run) -> int:
 
 # What a checkpoint must agree on with the run it resumes: all but the loop's settings and
 # where things are (the run's length may grow; the tokenizer is compared by its hash).
-_WHERE = {"out", "name", "cache", "data", "tokenizer", "steps", "decay_steps"}
+_WHERE = {"out", "name", "cache", "data", "tokenizer", "init_from", "steps", "decay_steps"}
 
 
 def _check_saved_with(run: _Run, step: int, meta: dict) -> None:
@@ -303,6 +316,8 @@ def _loop(run: _Run, progress: Progress, params, opt_state, train_step, start, r
     cfg, sched = run.cfg, run.schedule
     k, why, saved = start, "end", start if resume else None
     fault, fault_signal = _fault()
+    if start == 0 and cfg.init_from:  # the pretrained model's own val loss: the baseline
+        progress.evaluate(params, 0, full=False)
     t_loop = time.time()
     # a budgeted run's clock goes on from its checkpoint; a fixed run's budget is per command
     spent = Spent(run.clock, sched.spent, start) if sched.budgeted else Spent(run.clock)
@@ -445,7 +460,9 @@ def _sample(cfg: TrainConfig, mcfg, params, tok, prompt: str) -> str:
         return prompt
     key = jax.random.key(cfg.seed)
     new = generate(build(mcfg), params, ids, n, key=key, temperature=cfg.temperature)
-    return tok.decode(ids + [int(t) for t in new])
+    # an id beyond the tokenizer's (a pretrained model's padded rows) is no text, as in
+    # ``tokenizers``' decode and ``jaxformer sample``
+    return tok.decode(ids + [int(t) for t in new if t < tok.n_vocab])
 
 
 def _mesh(text: str, resume: bool):

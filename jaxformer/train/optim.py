@@ -34,10 +34,15 @@ Weight decay applies to the matrices only (every ``W_*``: W_E, W_pos, W_Q, …, 
 GPT-2 and nanoGPT) and never to gains and biases (γ, β, b_*), which set scales and
 offsets rather than features. The mask goes by name, not by rank: stacked over layers
 a bias [L, d] is 2-D too.
+
+``--freeze GLOB,…`` (``pretrained.py``): the matching params get ``set_to_zero`` instead of
+all of the above, so they keep their values, hold no optimizer state, and the clipped norm
+‖g‖ is that of the params that train.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -45,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import pretrained
 from .config import TrainConfig
 
 NOT_YET = np.iinfo(np.int32).max  # D of a budgeted run before its clock sets it
@@ -162,6 +168,13 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
             optax.add_decayed_weights(cfg.weight_decay, decay_mask),
             scale_by_wsd(cfg),
         )
-    if cfg.grad_clip == 0:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    opt = (
+        adamw
+        if cfg.grad_clip == 0
+        else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+    )
+    if not cfg.freeze:
+        return opt
+    # the frozen params get no update and no state; the clip's norm is the trained ones'
+    labels = functools.partial(pretrained.frozen, freeze=cfg.freeze)
+    return optax.multi_transform({"trained": opt, "frozen": optax.set_to_zero()}, labels)

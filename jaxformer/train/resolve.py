@@ -4,8 +4,9 @@
 
 A run directory without a complete checkpoint starts again, with a note, when its command
 is run again (with or without --resume); one with a checkpoint is never trained over
-without --overwrite; ``--resume`` takes the saved config with only the fields that may
-change (``RESUMABLE``) changed, and a finished run continues with ``--resume --steps N``:
+without --overwrite; a new run ``--init-from DIR`` takes DIR's model (``pretrained.adopt``);
+``--resume`` takes the saved config with only the fields that may change (``RESUMABLE``)
+changed, and a finished run continues with ``--resume --steps N``:
 its schedule keeps its length (``decay_steps``), then stays at min_lr.
 """
 
@@ -19,6 +20,7 @@ import jax
 
 from ..parallel import barrier
 from . import checkpoint as C
+from . import pretrained
 from .config import RESUMABLE, ConfigError, TrainConfig
 
 
@@ -56,6 +58,8 @@ def resolve(
             return cfg, "done"
         return cfg, "resume"
     cfg = TrainConfig.preset(preset, **overrides)  # a new run: every value checked first
+    if cfg.init_from:  # the model is the pretrained one (its config.json read and checked)
+        cfg = pretrained.adopt(cfg, overrides)
     if state == "unstarted":
         log(
             f"note   {run_dir} holds no complete checkpoint (its last run stopped before the "

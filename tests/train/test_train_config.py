@@ -181,3 +181,13 @@ def test_a_checkpoint_without_a_manifest_is_never_deleted_by_a_restart(capsys, t
     (run / "config.json").write_text("{}")
     _fails(["--out", str(run)], capsys, "stopped at step 10", "--overwrite")
     assert step.is_dir()
+
+
+def test_a_run_saved_before_the_newer_settings_reads_as_it_trained():
+    # written by hand, as a run of an earlier version saved it: no --schedule (it ran the
+    # cosine), no --init-from nor --freeze (it started from its seed, trained everything)
+    new = TrainConfig.preset("tiny").to_dict()
+    old = {k: v for k, v in new.items() if k not in ("schedule", "init_from", "freeze")}
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.schedule, cfg.init_from, cfg.freeze) == ("cosine", "", "")
+    assert cfg.replace(schedule="wsd").to_dict() == new
