@@ -32,6 +32,7 @@ from jax.experimental import io_callback
 
 from ..core import Map, require, untie
 from ..models import validate_tokens
+from ..models.lora import LoRA, merge
 from .cache import context, decode_step, prefill, unstack
 from .sampling import sample_logits
 
@@ -56,6 +57,8 @@ def generate(
     in order, while the loop runs: the CLI prints text as it is generated.
     """
     require(model, "decode", "generate")
+    if isinstance(model, LoRA):  # W₀ + (α/r) A B folded once, not recomputed at every token
+        model, params = merge(model, params)
     prompts, single = _prompts(model, prompt_ids)
     V, ctx = model.codomain.shape[-1], context(model)
     n_max = max(len(p) for p in prompts)
