@@ -55,6 +55,7 @@ from .atomic import (
     write_manifest,
 )
 from .models import Config, build
+from .models.lora import LoRA, lora, merge
 from .tokenizer import HFTokenizer, Tokenizer
 
 _MARKER = "_CHECKPOINT_METADATA"  # written by orbax inside the renamed step directory
@@ -390,7 +391,7 @@ def load_for_inference(
         raise CheckpointError(
             f"no run directory {run_dir}; train one with `jaxformer train --out {run_dir}`"
         )
-    _, config = read_configs(run_dir)
+    train, config = read_configs(run_dir)
     verify_run_files(run_dir)
     try:
         tok = load_tokenizer(run_dir / "tokenizer")
@@ -417,8 +418,20 @@ def load_for_inference(
                 f"{run_dir}: checkpoint {step} was saved by another model than config.json "
                 f"describes ({'; '.join(diff[:4])}, checkpoint vs config.json); it is refused"
             )
-        like = jax.eval_shape(build(config).init, jax.random.key(0))
+        model = adapted(build(config), train)
+        like = jax.eval_shape(model.init, jax.random.key(0))
         params, _, _ = ckpt.restore(step, like, verified=True)
     finally:
         ckpt.close()
+    if isinstance(model, LoRA):  # a LoRA run: its adapters folded into the base weights
+        params = merge(model, params)[1]
     return config, params, tok
+
+
+def adapted(model, train: dict):
+    """``model`` as a run trained it: with its LoRA adapters if ``train`` (the run's saved
+    settings) has a ``lora_rank``."""
+    if not train.get("lora_rank"):
+        return model
+    targets = tuple(train["lora_targets"].replace(",", " ").split())
+    return lora(model, int(train["lora_rank"]), float(train["lora_alpha"]), targets)

@@ -42,7 +42,7 @@ def read_tensors(root: Path) -> dict[str, np.ndarray]:
     """All tensors of the checkpoint in ``root``, by name (shards merged)."""
     tensors: dict[str, np.ndarray] = {}
     for f in checkpoint_files(root):
-        part = _read_safetensors(f) if f.name.endswith(".safetensors") else _read_torch(f)
+        part = read_safetensors(f) if f.name.endswith(".safetensors") else _read_torch(f)
         dup = sorted(set(part) & set(tensors))
         if dup:
             raise ValueError(f"{f}: tensor(s) {dup[:5]} also appear in another shard")
@@ -50,7 +50,7 @@ def read_tensors(root: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: shard listed in the index is missing")
     try:

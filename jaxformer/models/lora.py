@@ -65,14 +65,14 @@ class Target:
         B = Param((*lead, rank, *self.sizes(self.outputs)), (*lead_axes, "r", *out_axes))
         return {"A": A, "B": B}
 
-    def delta(self, A, B):
-        """A B in W's axis order: [*stacked, *W's axes]."""
+    def delta(self, A, B, xp=jnp):
+        """A B in W's axis order: [*stacked, *W's axes] (``xp``: jax.numpy or numpy)."""
         s, ni, no = self.stacked, len(self.inputs), len(self.outputs)
         letters = "abcdefghijklmnopq"
         lead, ins, outs = letters[:s], letters[s : s + ni], letters[s + ni : s + ni + no]
         by_axis = dict(zip(self.inputs, ins)) | dict(zip(self.outputs, outs))
         w = lead + "".join(by_axis[i] for i in range(s, len(self.shape)))
-        return jnp.einsum(f"{lead}{ins}z,{lead}z{outs}->{w}", A, B)
+        return xp.einsum(f"{lead}{ins}z,{lead}z{outs}->{w}", A, B)
 
 
 def _target(path: tuple[str, ...], p: Param) -> Target:
@@ -145,9 +145,11 @@ class LoRA(Wrapper):
         """f's params: W₀ + (α/r) A B at every target, the rest as they are."""
         base = {k: v for k, v in params.items() if k != ADAPTER}
         for t in self.targets:
-            ab = _get(params[ADAPTER], t.path)
-            w = _get(base, t.path)
-            base = _set(base, t.path, w + (self.scale * t.delta(ab["A"], ab["B"])).astype(w.dtype))
+            ab = at(params[ADAPTER], t.path)
+            w = at(base, t.path)
+            base = with_at(
+                base, t.path, w + (self.scale * t.delta(ab["A"], ab["B"])).astype(w.dtype)
+            )
         return base
 
     def inner(self, params):
@@ -173,8 +175,11 @@ def lora(
 
 def adapter_only(params) -> dict:
     """The labels that train the adapter alone: "trained" under ``lora``, else "frozen"."""
-    label = lambda k, v: jax.tree.map(lambda _: "trained" if k == ADAPTER else "frozen", v)
-    return {k: label(k, v) for k, v in params.items()}
+    # by path, not by dict: optax calls it on its own stand-ins for the params, too
+    under = lambda path: getattr(path[0], "key", None) == ADAPTER
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "trained" if under(path) else "frozen", params
+    )
 
 
 def merge(adapted: LoRA, params) -> tuple[Map, dict]:
@@ -182,12 +187,14 @@ def merge(adapted: LoRA, params) -> tuple[Map, dict]:
     return adapted.f, adapted.effective(params)
 
 
-def _get(tree, path):
+def at(tree, path: tuple[str, ...]):
+    """The node of ``tree`` at ``path``."""
     for k in path:
         tree = tree[k]
     return tree
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> dict:
+def with_at(tree: dict, path: tuple[str, ...], value) -> dict:
+    """A copy of ``tree`` with the node at ``path`` set to ``value``."""
     head, *rest = path
-    return {**tree, head: _set(tree[head], tuple(rest), value) if rest else value}
+    return {**tree, head: with_at(tree[head], tuple(rest), value) if rest else value}

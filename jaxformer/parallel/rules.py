@@ -17,7 +17,7 @@ to the residual stream once (one all-reduce per branch). On ``fsdp`` every weigh
 axis is split: a use all-gathers it and its gradient is reduce-scattered. On ``expert``
 each device holds E/P experts, and tokens travel to them (``experts.py``); the router
 W_R [d, e], small and read by every token, stays whole. L (the scanned layer axis), k (a
-head's own space) and T (positions) are never split.
+head's own space), T (positions) and r (a LoRA adapter's rank) are never split.
 
 A value may also be a tuple of mesh axes (split over their product). A mesh axis splits
 at most one axis of a parameter: a later letter mapped to a used mesh axis is replicated.
@@ -50,6 +50,7 @@ RULES: Mapping[str, str | tuple[str, ...] | None] = {
     "T": None,
     "E": "expert",  # a mixture's experts: E/P on each device of the expert axis
     "e": None,  # the router's score of each expert: every token scores all (W_R [d, e])
+    "r": None,  # a LoRA adapter's rank (A [d, r], B [r, H, k]): small, never split
 }
 BATCH = ("data", "fsdp", "expert")  # the mesh axes the batch is split over
 

@@ -33,6 +33,11 @@ HELP = {
     "init_from": "start from a pretrained model: an HF directory (save_pretrained's) or a "
     "run; its weights, model and tokenizer (the data is tokenized with it), with the "
     "finetune preset's settings unless --preset is given",
+    "lora_rank": "train LoRA adapters of this rank alone, W = W0 + (alpha/r) A B on "
+    "--lora_targets (needs --init-from; 0 = off)",
+    "lora_alpha": "the LoRA scale's numerator: the adapters add (alpha/r) A B",
+    "lora_targets": "the matrices LoRA adapts: names (W_Q, W_V, W_O, W_in, ...) or dotted "
+    "globs, comma-separated",
     "freeze": "keep the parameters whose dotted path matches a glob fixed, e.g. --freeze "
     "'embed.*' 'pos.*' (no update, no optimizer state; blocks.* is every layer's)",
     "val_fraction": "the tail of the text held out for validation",

@@ -70,6 +70,9 @@ class TrainConfig(ModelSettings):
     # -- a pretrained start (pretrained.py) --------------------------------------------------
     init_from: str = ""  # an HF directory or a run: its weights, model and tokenizer
     freeze: str = ""  # globs of parameter paths kept fixed, e.g. "embed.*,pos.*"
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank alone (models/lora.py)
+    lora_alpha: float = 16.0  # the adapters' scale is lora_alpha / lora_rank
+    lora_targets: str = "W_Q,W_V"  # the matrices adapted: names or dotted globs
     # -- optimisation ----------------------------------------------------------------------
     batch_size: int = 32  # sequences per step, over all micro-batches and processes
     micro_batches: int = 1  # gradient accumulation: batch_size / micro_batches at a time
@@ -155,6 +158,11 @@ class TrainConfig(ModelSettings):
         need(0 <= self.beta2 < 1, "beta2", "must lie in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "must lie in (0, 1), e.g. 0.1")
         need(self.vocab_size >= 257, "vocab_size", "a byte-level BPE needs at least 257 tokens")
+        need(self.lora_rank >= 0, "lora_rank", "must be >= 0 (0: no adapters)")
+        need(self.lora_alpha > 0, "lora_alpha", "must be positive, e.g. 2 × --lora_rank")
+        if self.lora_rank:
+            need(bool(self.init_from), "lora_rank", "adapts a pretrained model: give --init-from")
+            need(not self.freeze, "freeze", "with --lora_rank only the adapters train; drop it")
         need(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"choose {COMPUTE_DTYPES}")
         need(self.remat in REMAT_POLICIES, "remat", f"choose one of {REMAT_POLICIES}")
         need(
@@ -243,9 +251,10 @@ class TrainConfig(ModelSettings):
 
 def upgrade(d: dict) -> dict:
     """A saved run's settings with the keys added since, set as that run trained: a run
-    saved before --schedule existed ran the cosine, one saved before --init-from and
-    --freeze started from its seed and trained every parameter."""
-    return {"schedule": "cosine", "init_from": "", "freeze": "", **d}
+    saved before --schedule existed ran the cosine, one saved before --init-from,
+    --freeze and --lora_rank started from its seed and trained every parameter."""
+    old = {"schedule": "cosine", "init_from": "", "freeze": "", "lora_rank": 0}
+    return {**old, **d}
 
 
 def _known(d: dict) -> dict:

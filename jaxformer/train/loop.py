@@ -53,7 +53,9 @@ from jax.experimental import multihost_utils
 from ..atomic import atomic_open
 from ..core import require
 from ..generate import generate
+from ..interop.adapters import save_adapters
 from ..models import build
+from ..models.lora import ADAPTER, merge
 from ..parallel import (
     MeshError,
     abstract_opt_state,
@@ -162,7 +164,7 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
             f"--init-from {cfg.init_from}: its tokenizer has {corpus.tokenizer.n_vocab} ids, "
             f"its model only {mcfg.vocab_size} rows; the tokenizer belongs to another model"
         )
-    model = build_model(mcfg, cfg.remat)
+    model = pretrained.adapted(cfg, build_model(mcfg, cfg.remat), mesh)
     M, T = cfg.micro_batches, cfg.context
     b = cfg.batch_size // M
     try:  # the mesh must split the model's axes and the batch evenly
@@ -207,6 +209,8 @@ def _start(run: _Run, resume: bool):
     key = jax.random.key(cfg.seed)
     if cfg.init_from:
         params = pretrained.initial_params(cfg, run.mcfg, run.targets)
+        if cfg.lora_rank:  # the adapters as lora draws them: B = 0, the pretrained map
+            params |= {ADAPTER: run.model.init(key)[ADAPTER]}
     else:
         params = run.model.init(key) if mesh.size == 1 else init_params(run.model, key, mesh)
     budgeted = cfg.steps == 0 and cfg.schedule == "wsd"
@@ -421,6 +425,10 @@ def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s
     run.ckpt.close()
     if run.mesh.size > 1 and cfg.sample_tokens:  # the whole params, for process 0's sample
         params = multihost_utils.process_allgather(params, tiled=True)
+    if cfg.lora_rank:  # the adapters alone, then the model they make, for the sample
+        if run.lead:
+            save_adapters(cfg.run_dir / "adapter", run.model, params)
+        params = merge(run.model, params)[1]
     text = ""
     if run.lead:
         bytes_per_token = len(corpus.val_text.encode()) / corpus.val.size

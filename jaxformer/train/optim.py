@@ -37,7 +37,7 @@ a bias [L, d] is 2-D too.
 
 ``--freeze GLOB,…`` (``pretrained.py``): the matching params get ``set_to_zero`` instead of
 all of the above, so they keep their values, hold no optimizer state, and the clipped norm
-‖g‖ is that of the params that train.
+‖g‖ is that of the params that train; with ``--lora_rank`` every param but the adapters'.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..models.lora import adapter_only
 from . import pretrained
 from .config import TrainConfig
 
@@ -173,8 +174,10 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         if cfg.grad_clip == 0
         else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     )
-    if not cfg.freeze:
+    if not (cfg.freeze or cfg.lora_rank):
         return opt
     # the frozen params get no update and no state; the clip's norm is the trained ones'
-    labels = functools.partial(pretrained.frozen, freeze=cfg.freeze)
+    labels = (
+        adapter_only if cfg.lora_rank else functools.partial(pretrained.frozen, freeze=cfg.freeze)
+    )
     return optax.multi_transform({"trained": opt, "frozen": optax.set_to_zero()}, labels)

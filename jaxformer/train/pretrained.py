@@ -10,9 +10,15 @@ reads the run's checkpoint, never DIR's weights again), the evals and the final 
 
 ``--freeze GLOB,…`` keeps the parameters whose path matches a glob fixed: ``frozen``
 labels them, and ``optim.optimizer`` gives them ``set_to_zero`` (no update, no optimizer
-state), so AdamW's moments exist only for what trains. Paths are dotted, as ``describe``
-prints them: ``embed.W_E``, ``blocks.attn.W_Q``, ``ln_f.gamma``. In the stacked form a
-block parameter holds every layer, so ``blocks.*`` selects all of them.
+state), so AdamW's moments exist only for what trains. Paths are dotted: ``embed.W_E``,
+``blocks.attn.W_Q``, ``ln_f.gamma``. In the stacked form a block parameter holds every
+layer, so ``blocks.*`` selects all of them.
+
+``--lora_rank r`` (with ``--lora_alpha``, ``--lora_targets``) trains LoRA adapters alone
+(``models/lora.py``): the model is ``lora(model, …)``, its base params DIR's weights, its
+adapters drawn with B = 0 (so step 0 is DIR's model), and every other param frozen. The
+checkpoints hold both; ``rundir.load_for_inference`` merges them for sample, eval and
+convert, and the run's end writes the adapters alone into ``adapter/``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import rundir
 from ..interop import load_checkpoint, read_model_config
 from ..models import Config
 from .config import MODEL_FIELDS, ConfigError, TrainConfig
@@ -63,6 +70,7 @@ def initial_params(cfg: TrainConfig, config: Config, targets):
         raise ConfigError(f"{where}: {e}") from None
     if theirs != config:
         raise ConfigError(f"{where}: its model changed since this run was configured; run again")
+    targets = {k: targets[k] for k in params}  # the base model's (not LoRA's adapters)
     one = len(jax.tree.leaves(targets)[0].sharding.device_set) == 1
 
     def place(a, t):
@@ -72,6 +80,21 @@ def initial_params(cfg: TrainConfig, config: Config, targets):
         return jax.make_array_from_callback(t.shape, t.sharding, lambda i: a[i])
 
     return jax.tree.map(place, params, targets)
+
+
+def adapted(cfg: TrainConfig, model, mesh):
+    """``model``, with LoRA adapters when ``--lora_rank`` is set (one device only, so far)."""
+    if not cfg.lora_rank:
+        return model
+    if mesh.size > 1:
+        raise ConfigError(
+            f"--lora_rank {cfg.lora_rank}: LoRA trains on one device for now; drop --mesh, "
+            "or fine-tune every parameter on the mesh"
+        )
+    try:
+        return rundir.adapted(model, cfg.to_dict())  # as inference will rebuild it
+    except ValueError as e:
+        raise ConfigError(f"--lora_targets {cfg.lora_targets!r}: {e}") from None
 
 
 def path_of(key_path) -> str:

@@ -20,13 +20,13 @@ from hf_dirs import hf_dir, write_run  # noqa: E402
 from jaxformer.cli import main  # noqa: E402
 from jaxformer.interop import from_hf  # noqa: E402
 from jaxformer.models import build  # noqa: E402
-from jaxformer.rundir import Checkpoints, load_for_inference  # noqa: E402
+from jaxformer.rundir import Checkpoints, adapted, load_for_inference, read_configs  # noqa: E402
 from jaxformer.train.config import ConfigError  # noqa: E402
 from jaxformer.train.data import bundled_corpus, read_tokens  # noqa: E402
 from jaxformer.train.report import read_metrics  # noqa: E402
 from jaxformer.train.resolve import resolve  # noqa: E402
 
-pytestmark = pytest.mark.slow  # an HF model and four training runs, in a module fixture
+pytestmark = pytest.mark.slow  # an HF model and seven training runs, in a module fixture
 
 STEPS, T = 6, 64  # T: the HF model's context
 FAULT = "JAXFORMER_FAULT_AT_STEP"  # "N:TERM": the loop sends itself SIGTERM after step N
@@ -38,20 +38,24 @@ def runs(tmp_path_factory):
     text = bundled_corpus().read_text()[:30_000]
     (root / "text.txt").write_text(text)
     hf, tok = hf_dir(root / "hf", "gpt2")
-    args = lambda out, source: [
+    args = lambda out, source, *how: [
         "train", "--init-from", str(source), "--data", str(root / "text.txt"),
         "--cache", str(root / "cache"), "--out", str(out), "--steps", str(STEPS),
-        "--lr", "1e-3", "--warmup_steps", "0", "--freeze", "pos.*", "ln_f.*",
+        "--lr", "1e-3", "--warmup_steps", "0", *(how or ("--freeze", "pos.*", "ln_f.*")),
         "--eval_every", "3", "--checkpoint_every", "2", "--sample_tokens", "0",
         "--progress", "false",
     ]  # fmt: skip
+    lora = ("--lora_rank", "4", "--lora_targets", "W_Q,W_O,W_in")
     mp = pytest.MonkeyPatch()
     try:
         mp.delenv(FAULT, raising=False)
         assert main(args(root / "whole", root / "hf")) == 0
+        assert main(args(root / "lora-whole", root / "hf", *lora)) == 0
         mp.setenv(FAULT, "3:TERM")
         assert main(args(root / "cut", root / "hf")) == 0  # SIGTERM: saved at step 3
+        assert main(args(root / "lora-cut", root / "hf", *lora)) == 0
         mp.delenv(FAULT)
+        assert main([*args(root / "lora-cut", root / "hf", *lora), "--resume"]) == 0
         shutil.copytree(root / "hf", root / "hf-kept")
         shutil.rmtree(root / "hf")  # a resumed run needs nothing of its source
         assert main([*args(root / "cut", root / "hf"), "--resume"]) == 0
@@ -69,11 +73,7 @@ def _metrics(run):
 
 
 def _params(run):
-    config, _, _ = load_for_inference(run)
-    ck = Checkpoints(run, read_only=True)
-    params, _, _ = ck.restore(STEPS, jax.eval_shape(build(config).init, jax.random.key(0)))
-    ck.close()
-    return params
+    return load_for_inference(run)[1]  # the last checkpoint's (a LoRA run's: merged)
 
 
 def _val_text(text: str) -> str:
@@ -161,3 +161,27 @@ def test_the_cli_says_what_is_wrong_in_one_line(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--freeze 'blocks.nothing*' matches no parameter" in err[0]
     assert "blocks.attn.W_Q" in err[0] and not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_a_lora_run_trains_its_adapters_alone_and_resumes_bit_for_bit(runs):
+    root, _, hf, _ = runs
+    train, config = read_configs(root / "lora-whole")
+    like = jax.eval_shape(adapted(build(config), train).init, jax.random.key(0))
+    ck = Checkpoints(root / "lora-whole", read_only=True)
+    saved = ck.restore(STEPS, like)[0]  # as saved: the base params and the adapters
+    ck.close()
+    sd = hf.state_dict()
+    assert np.array_equal(saved["blocks"]["attn"]["W_Q"][0].transpose(1, 0, 2).reshape(32, 32),
+                          sd["transformer.h.0.attn.c_attn.weight"][:, :32].numpy())  # fmt: skip
+    assert np.array_equal(saved["embed"]["W_E"], sd["transformer.wte.weight"].numpy())
+    lora = saved["lora"]["blocks"]
+    assert sorted(lora["attn"]) == ["W_O", "W_Q"] and sorted(lora["mlp"]) == ["W_in"]
+    assert np.any(lora["attn"]["W_Q"]["B"])  # B starts at 0: it trained
+    evals = [r["val_loss"] for r in _metrics(root / "lora-whole") if "val_loss" in r]
+    assert evals[-1] < evals[0]
+    key = lambda r: (r["step"], r["loss"], r["grad_norm"])
+    steps = lambda run: [key(r) for r in _metrics(run) if "loss" in r]
+    assert steps(root / "lora-cut") == steps(root / "lora-whole")
+    a, b = _params(root / "lora-whole"), _params(root / "lora-cut")  # merged, for inference
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert (root / "lora-whole" / "adapter" / "adapter.safetensors").is_file()

@@ -191,3 +191,18 @@ def test_a_run_saved_before_the_newer_settings_reads_as_it_trained():
     cfg = TrainConfig.from_dict(old)
     assert (cfg.schedule, cfg.init_from, cfg.freeze) == ("cosine", "", "")
     assert cfg.replace(schedule="wsd").to_dict() == new
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (dict(lora_rank=4), ["--lora_rank 4", "give --init-from"]),
+        (dict(lora_rank=4, init_from="x", freeze="embed.*"), ["--freeze", "only the adapters"]),
+        (dict(lora_rank=-1), ["--lora_rank -1", ">= 0"]),
+        (dict(lora_alpha=0.0), ["--lora_alpha 0.0", "positive"]),
+    ],
+)
+def test_lora_settings_are_checked_when_made(overrides, words):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.preset("tiny", **overrides)
+    assert all(w in str(e.value) for w in words), str(e.value)
