@@ -22,6 +22,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+# The suite's programs are small and compiled once each: LLVM's optimisations cost more
+# than they save (the suite's time is compiling, not running), so XLA:CPU's backend runs
+# unoptimised here. Every comparison a test makes is within one setting: a run and its
+# resumed run, or a result and a float64 reference with its tolerance.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CI = os.environ.get("CI") == "true"  # .ci/run: there, a missing tool or data set is a failure
