@@ -54,6 +54,7 @@ from .atomic import (
     verify_manifest,
     write_manifest,
 )
+from .core import Map
 from .models import Config, build
 from .models.lora import LoRA, lora, merge
 from .tokenizer import HFTokenizer, Tokenizer
@@ -380,7 +381,20 @@ def load_for_inference(
     run_dir: str | os.PathLike,
 ) -> tuple[Config, dict, Tokenizer | HFTokenizer]:
     """(model config, params, tokenizer) of the latest complete checkpoint in ``run_dir``,
-    every file verified; a damaged or foreign checkpoint is refused, naming the file."""
+    every file verified; a damaged or foreign checkpoint is refused, naming the file. A
+    LoRA run's adapters are folded into its base weights (``load_trained`` keeps them)."""
+    config, model, params, tok = load_trained(run_dir)
+    if isinstance(model, LoRA):
+        params = merge(model, params)[1]
+    return config, params, tok
+
+
+def load_trained(
+    run_dir: str | os.PathLike,
+) -> tuple[Config, Map, dict, Tokenizer | HFTokenizer]:
+    """(model config, the map as trained, its params, tokenizer) of the latest complete
+    checkpoint: a LoRA run's map is ``lora(build(config), …)`` and its params hold the
+    adapters apart."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(
@@ -423,9 +437,7 @@ def load_for_inference(
         params, _, _ = ckpt.restore(step, like, verified=True)
     finally:
         ckpt.close()
-    if isinstance(model, LoRA):  # a LoRA run: its adapters folded into the base weights
-        params = merge(model, params)[1]
-    return config, params, tok
+    return config, model, params, tok
 
 
 def adapted(model, train: dict):

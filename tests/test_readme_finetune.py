@@ -61,14 +61,15 @@ def test_the_readme_fine_tuning_lowers_the_eval_loss(tmp_path, monkeypatch):
     (tmp_path / "my_texts" / "a.txt").write_text(text[:20_000])
     (tmp_path / "my_texts" / "b.txt").write_text(text[20_000:40_000])
     commands = section_commands()
-    assert [c.split()[1] for c in commands] == ["eval", "train", "eval", "train", "train", "eval"]
+    kinds = ["eval", "train", "eval", "train", "train", "eval", "convert"]
+    assert [c.split()[1] for c in commands] == kinds
     loss = {}
     for line in commands:
         argv = shlex.split(line)[1:]
         if argv[0] == "eval":
             loss[argv[2]] = json.loads(_run([*argv, "--json"]))["loss"]
         else:
-            _run(argv + SHORT)
+            _run(argv + (SHORT if argv[0] == "train" else []))
     assert loss["runs/tuned"] < loss["gpt2"] - 0.05, loss
     # the LoRA path as well (rank 8 on W_Q, W_V moves less in 30 steps; an adapter that did
     # nothing would leave the loss exactly as it was)
@@ -99,3 +100,5 @@ def test_the_readme_fine_tuning_lowers_the_eval_loss(tmp_path, monkeypatch):
     x = np.arange(1, 40)
     np.testing.assert_allclose(adapted({**base, **adapter}, x), model(merged, x), rtol=1e-5,
                                atol=1e-5)  # fmt: skip
+    assert (tmp_path / "peft/tuned-lora/adapter_config.json").is_file()  # peft reads it:
+    # tests/train/test_init_from.py loads such an export in peft and compares the logits

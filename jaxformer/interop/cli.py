@@ -2,14 +2,17 @@
 
     jaxformer convert --to-hf runs/default --out hf/default
     jaxformer convert --from-hf hf/default --out runs/imported
+    jaxformer convert --to-peft runs/tuned-lora --out peft/tuned   # a LoRA run's adapters
 
 ``--to-hf SOURCE`` writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` and their
 ``SHA256SUMS`` from SOURCE's latest checkpoint (verified first); SOURCE is a training run or
 an HF directory (``load_checkpoint``). ``AutoModelForCausalLM`` and ``AutoTokenizer`` open
 the result. ``--from-hf HF_DIR`` writes a run directory (``rundir.write_run``): its model
 config, its tokenizer, and the weights as checkpoint 0 (no optimizer state), which
-``sample``, ``eval``, ``describe`` and ``convert --to-hf`` read. An existing ``--out`` is
-replaced only with ``--overwrite``.
+``sample``, ``eval``, ``describe`` and ``convert --to-hf`` read. ``--to-peft RUN_DIR`` writes
+a LoRA run's adapters as an HF PEFT adapter (``adapters.to_peft``), which
+``PeftModel.from_pretrained`` loads onto the run's ``--init-from`` model. An existing
+``--out`` is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ def add_parser(subparsers) -> None:
         help="the training run (its latest checkpoint) or HF directory to export",
     )
     src.add_argument(
+        "--to-peft",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a LoRA run (--lora_rank): its adapters as an HF PEFT adapter for its --init-from",
+    )
+    src.add_argument(
         "--from-hf",
         type=Path,
         metavar="HF_DIR",
@@ -39,6 +48,25 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=convert)  # fmt: skip
+
+
+def _to_peft(run: Path, out: Path) -> str:
+    """A LoRA run's adapters → ``out`` as an HF PEFT adapter (``adapters.to_peft``)."""
+    from ..models.lora import LoRA
+    from ..rundir import is_hf_config, load_trained, read_configs
+    from .adapters import to_peft
+
+    if is_hf_config(run / "config.json"):
+        raise ValueError(f"--to-peft {run}: an HF directory holds no adapters; pass a LoRA run")
+    _, model, params, _ = load_trained(run)
+    if not isinstance(model, LoRA):
+        raise ValueError(
+            f"--to-peft {run}: the run trained every parameter, not LoRA adapters (no "
+            "--lora_rank); export it whole with --to-hf"
+        )
+    base = read_configs(run)[0].get("init_from", "")
+    to_peft(model, params, out, base_model=base)
+    return "adapter_config.json, adapter_model.safetensors, SHA256SUMS"
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -51,7 +79,7 @@ def convert(args: argparse.Namespace) -> int:
                 f"--out {out} exists and is not empty; pass --overwrite to replace it, or "
                 "another --out"
             )
-        source = args.to_hf or args.from_hf
+        source = args.to_hf or args.from_hf or args.to_peft
         if source.resolve() == out.resolve():
             raise ValueError(f"--out {out} is the directory read; pass another --out")
         from ..models import build
@@ -59,7 +87,9 @@ def convert(args: argparse.Namespace) -> int:
         from .hf import to_hf
         from .load import is_hf_dir, load_checkpoint
 
-        if args.from_hf is not None:
+        if args.to_peft is not None:
+            wrote = _to_peft(source, out)
+        elif args.from_hf is not None:
             if not is_hf_dir(source):
                 raise ValueError(
                     f"--from-hf {source}: not a Hugging Face model directory (no config.json "

@@ -174,3 +174,20 @@ def test_a_lora_run_trains_its_adapters_alone_and_resumes_bit_for_bit_without_it
     a, b = _params(root / "lora-whole"), _params(root / "lora-cut")  # merged, for inference
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert (root / "lora-whole" / "adapter" / "adapter.safetensors").is_file()
+
+
+def test_a_lora_run_converts_to_a_peft_adapter_of_the_same_logits(runs, tmp_path, capsys):
+    peft = pytest.importorskip("peft")
+    from hf_reference import hf_logits, load_hf, rel
+
+    root = runs[0]
+    assert (
+        main(["convert", "--to-peft", str(root / "lora-whole"), "--out", str(tmp_path / "p")]) == 0
+    )
+    tuned = peft.PeftModel.from_pretrained(load_hf(root / "hf"), str(tmp_path / "p")).eval()
+    config, merged, _ = load_for_inference(root / "lora-whole")
+    x = np.array([[5, 17, 3, 99, 250, 7, 64, 1, 12, 40]])
+    assert rel(np.asarray(build(config)(merged, x[0])), hf_logits(tuned, x)[0]) < 1e-5
+    capsys.readouterr()
+    assert main(["convert", "--to-peft", str(root / "whole"), "--out", str(tmp_path / "q")]) == 2
+    assert "trained every parameter, not LoRA adapters" in capsys.readouterr().err
