@@ -30,6 +30,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
+
+def with_devices(n: int) -> str:
+    """The XLA_FLAGS of a subprocess with n CPU devices: the suite's flags, and the count."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CI = os.environ.get("CI") == "true"  # .ci/run: there, a missing tool or data set is a failure

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_devices
 from experts_worker import MESHES
 
 pytestmark = pytest.mark.slow  # a module fixture of half a minute
@@ -23,7 +24,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=with_devices(8))
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     script = Path(__file__).with_name("experts_worker.py")
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_devices
 from jax.sharding import PartitionSpec as P
 
 from jaxformer import Config
@@ -56,7 +57,7 @@ EXPECTED = {
 
 
 def test_sharded_parallel_residual_step_equals_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=with_devices(8))
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     here = str(Path(__file__).parent)
     args = [here, json.dumps(CONFIG.to_dict()), json.dumps(MESH)]

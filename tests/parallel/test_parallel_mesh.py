@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_devices
 
 pytestmark = pytest.mark.slow  # a module fixture of a minute or more
 
@@ -82,7 +83,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=with_devices(8))
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     script = Path(__file__).with_name("eight_devices.py")
     args = [f"{family}:{','.join(map(str, mesh))}" for family, mesh in RUNS]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_devices
 from jax.sharding import PartitionSpec as P
 
 pytestmark = pytest.mark.slow  # a module fixture of a minute or more
@@ -32,7 +33,7 @@ print(json.dumps(E.run("olmo2", [{mesh}])))
 
 
 def test_sharded_post_norm_step_equals_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=with_devices(8))
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     code = WORKER.format(here=str(Path(__file__).parent), config=CONFIG, mesh=MESH)
     r = subprocess.run(

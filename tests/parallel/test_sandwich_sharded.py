@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import with_devices
 
 pytestmark = pytest.mark.slow  # a module fixture of a minute or more
 
@@ -35,7 +36,7 @@ print(json.dumps(E.run("gemma2", [{mesh}])))
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=with_devices(8))
     env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     code = WORKER.format(here=str(Path(__file__).parent), mesh=MESH, model=MODEL)
     r = subprocess.run(
