@@ -62,6 +62,10 @@ def ws(tmp_path_factory) -> Path:
     (ws / "foreign" / "notes.md").write_text("not a run")
     (ws / "bad.json").write_text("{not json")
     (ws / "unknown.json").write_text('{"d_modl": 3}')
+    (ws / "docs_bad.jsonl").write_text('{"text": "a"}\n{"text": "b"\n')
+    (ws / "docs_keys.jsonl").write_text('{"text": "a"}\n{"prompt": "b", "answer": "c"}\n')
+    (ws / "docs_empty.jsonl").write_text('{"text": "a"}\n{"prompt": "b", "response": ""}\n')
+    (ws / "docs_one.jsonl").write_text('{"text": "only one"}\n')
     cfg = TrainConfig.preset("tiny", data=str(ws / "text.txt"), cache=str(ws / "cache"))
     corpus = prepare(cfg, log=lambda s: None)  # the cache, built once
     tok = corpus.tokenizer
@@ -130,6 +134,10 @@ CLI = [
     ("train", TRAIN + " --remat some", ["'some'"]),
     ("train", TRAIN + " --compute_dtype float16", ["'float16'"]),
     ("train", TRAIN + " --val_fraction 1.5", ["--val_fraction 1.5"]),
+    ("train", TRAIN + " --data {ws}/docs_bad.jsonl", ["docs_bad.jsonl, line 2", "not JSON"]),
+    ("train", TRAIN + " --data {ws}/docs_keys.jsonl", ["line 2", "'answer'"]),
+    ("train", TRAIN + " --data {ws}/docs_empty.jsonl", ["line 2", "response is empty"]),
+    ("train", TRAIN + " --data {ws}/docs_one.jsonl", ["1 document", "at least two"]),
     ("train", TRAIN + " --vocab_size 100", ["--vocab_size 100", "257"]),
     ("train", TRAIN + " --d_model 100 --n_heads 3", ["d_model=100", "n_heads=3"]),
     ("train", TRAIN + " --mesh data=2,pipe=2", ["'pipe'"]),

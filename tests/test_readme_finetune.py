@@ -1,7 +1,8 @@
 """The README's "Fine-tune a pretrained model", run end to end: a small random GPT-2 saved
 with ``save_pretrained`` (and a ``tokenizers`` BPE) plays the ``gpt2`` directory, the
 bundled corpus plays ``my_texts/``. Fine-tuning lowers the eval loss that
-``jaxformer eval`` reports (the LoRA run's too), the frozen run keeps the HF embeddings
+``jaxformer eval`` reports (the LoRA run's too; and a chat JSONL's response loss, packed),
+the frozen run keeps the HF embeddings
 exactly, and the LoRA run's adapters, read back onto the HF model, are its merged model. Train
 commands get a fixed, short length appended (argparse takes the last value)."""
 
@@ -60,8 +61,14 @@ def test_the_readme_fine_tuning_lowers_the_eval_loss(tmp_path, monkeypatch):
     (tmp_path / "my_texts").mkdir()
     (tmp_path / "my_texts" / "a.txt").write_text(text[:20_000])
     (tmp_path / "my_texts" / "b.txt").write_text(text[20_000:40_000])
+    paragraphs = [p.strip() for p in text[40_000:200_000].split("\n\n") if len(p.strip()) > 80]
+    # chat.jsonl: a speech's first line the prompt, the rest its response
+    with (tmp_path / "chat.jsonl").open("w") as f:
+        for p in paragraphs[:400]:
+            first, _, rest = p.partition("\n")
+            f.write(json.dumps({"prompt": first + "\n", "response": rest}) + "\n")
     commands = section_commands()
-    kinds = ["eval", "train", "eval", "train", "train", "eval", "convert"]
+    kinds = ["eval", "train", "eval", "train", "train", "eval", "convert", "train"]
     assert [c.split()[1] for c in commands] == kinds
     loss = {}
     for line in commands:
@@ -69,16 +76,19 @@ def test_the_readme_fine_tuning_lowers_the_eval_loss(tmp_path, monkeypatch):
         if argv[0] == "eval":
             loss[argv[2]] = json.loads(_run([*argv, "--json"]))["loss"]
         else:
-            _run(argv + (SHORT if argv[0] == "train" else []))
+            out = _run(argv + (SHORT if argv[0] == "train" else []))
+            if "chat.jsonl" in argv:
+                assert "documents packed" in out, out
     assert loss["runs/tuned"] < loss["gpt2"] - 0.05, loss
     # the LoRA path as well (rank 8 on W_Q, W_V moves less in 30 steps; an adapter that did
     # nothing would leave the loss exactly as it was)
     assert loss["runs/tuned-lora"] < loss["gpt2"] - 0.01, loss
 
-    tuned = [json.loads(r) for r in (tmp_path / "runs/tuned/metrics.jsonl").open()]
-    evals = [r for r in tuned if "val_loss" in r]
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == STEPS
-    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    for run in ("runs/tuned", "runs/chat"):  # the chat run's: over the responses it trains
+        tuned = [json.loads(r) for r in (tmp_path / run / "metrics.jsonl").open()]
+        evals = [r for r in tuned if "val_loss" in r]
+        assert evals[0]["step"] == 0 and evals[-1]["step"] == STEPS
+        assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.05, (run, evals)
 
     config, _, _ = load_for_inference(tmp_path / "runs/tuned-top")
     ck = Checkpoints(tmp_path / "runs/tuned-top", read_only=True)

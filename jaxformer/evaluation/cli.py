@@ -100,6 +100,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     """The paths exist (read, and checked in full, later)."""
     if not args.data.exists():
         raise ValueError(f"--data {str(args.data)!r}: no such file or folder; pass a text file")
+    if args.data.suffix.lower() in (".jsonl", ".ndjson"):  # its JSON would be scored as text
+        raise ValueError(
+            f"--data {str(args.data)!r}: eval scores plain text, not JSONL documents (a run "
+            "trained on them reports their val loss); pass a text file"
+        )
     if not args.checkpoint.exists():
         raise ValueError(
             f"--checkpoint {str(args.checkpoint)!r}: no such directory; pass a run directory "

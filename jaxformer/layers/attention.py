@@ -19,6 +19,9 @@ The variants of the model zoo are fields, each off by default:
     softcap           s ↦ c·tanh(s/c) before the mask (Gemma 2)
     window            a sliding window: the query at i sees the keys j with i − window < j ≤ i
 
+Packed documents (``core/documents.py``): inside ``documents(s)`` the query at i sees only
+keys of its own document (s_i = s_j) and RoPE rotates by the in-document position.
+
 The cache of a windowed layer is a ring of ``window`` slots (when the cache would be
 longer): position p is written at slot p mod window beside its absolute position, and the
 mask reads the stored positions, so its memory does not grow with the generated length.
@@ -41,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Map, Param, Real, Term
+from ..core.documents import current
 from .blockwise import blockwise_attention, sdpa_attention
 from .positional import rope
 
@@ -142,7 +146,9 @@ class Attention(Map):
         if self.qk_norm is not None:
             q, k = self._qk_norm(q, params["gamma_Q"]), self._qk_norm(k, params["gamma_K"])
         if self.rope_theta is not None:
-            pos = jnp.arange(x_Td.shape[0]) if positions is None else positions
+            docs = current()
+            pos = positions if positions is not None else docs.positions if docs else None
+            pos = jnp.arange(x_Td.shape[0]) if pos is None else pos
             q, k = self._rope(q, pos), self._rope(k, pos)
         return q, k, v
 
@@ -193,12 +199,22 @@ class Attention(Map):
         y = jnp.einsum("htk,hkd->td", z_HTk, params["W_O"].astype(z_HTk.dtype))
         return y + params["b_O"].astype(y.dtype) if self.has_out_bias else y
 
+    def mask(self, T: int):
+        """[T, T] bool: what each query of a sequence of T sees (with packed documents: in
+        its own), or None (every key)."""
+        docs, i = current(), jnp.arange(T)
+        seen = self.visible(i, i) if self.causal or self.window is not None else None
+        if docs is not None:
+            same = docs.same(i[:, None], i[None, :])
+            seen = same if seen is None else seen & same
+        return seen
+
     def forward(self, params, x_Td):
         q, k, v = self.qkv(params, x_Td)
         s = self.scores(q, k)
-        if self.causal or self.window is not None:
-            i = jnp.arange(x_Td.shape[0])
-            s = jnp.where(self.visible(i, i), s, -jnp.inf)
+        seen = self.mask(x_Td.shape[0])
+        if seen is not None:
+            s = jnp.where(seen, s, -jnp.inf)
         A = jax.nn.softmax(s, axis=-1)
         z = self.mix(A, v)
         y = self.out(params, z)
@@ -213,15 +229,19 @@ class Attention(Map):
         kw = dict(causal=self.causal, window=self.window, softcap=self.softcap, scale=self.scale)
         if how == "sdpa":
             return self.out(params, sdpa_attention(q, k, v, **kw))
-        return self.out(params, blockwise_attention(q, k, v, **kw, block=self.block))
+        docs = current()
+        seg = None if docs is None else docs.segments
+        return self.out(params, blockwise_attention(q, k, v, **kw, block=self.block, segments=seg))
 
     def how(self, T: int, dtype=jnp.float32) -> str:
         """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (cuDNN's fused
-        kernel, on GPU, for the half-precision inputs it takes and no soft-capping)."""
+        kernel, on GPU, for the half-precision inputs it takes, no soft-capping and one
+        document: packed documents go blockwise)."""
         if self.impl != "auto":
             return self.impl
         half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-        if jax.default_backend() == "gpu" and half and self.softcap is None:
+        one_doc = current() is None
+        if jax.default_backend() == "gpu" and half and self.softcap is None and one_doc:
             return "sdpa"
         return "blockwise" if T >= BLOCKWISE_FROM else "dense"
 

@@ -42,12 +42,14 @@ _MASKED = -1e30
 f32 = jnp.float32
 
 
-def _resolve(q_HTk, k_GSk, v_GSk, causal, window, scale):
+def _resolve(q_HTk, k_GSk, v_GSk, causal, window, scale, segments=None):
     (H, T, dk), (G, S, _) = q_HTk.shape, k_GSk.shape
     if k_GSk.shape != v_GSk.shape or k_GSk.shape[2] != dk or H % G:
         raise ValueError(f"attention: q {q_HTk.shape}, k {k_GSk.shape}, v {v_GSk.shape}")
-    if (causal or window is not None) and S != T:
-        raise ValueError(f"attention: causal and window masks need S = T, got T={T} S={S}")
+    if (causal or window is not None or segments is not None) and S != T:
+        raise ValueError(f"attention: masks need S = T, got T={T} S={S}")
+    if segments is not None and segments.shape != (T,):
+        raise ValueError(f"attention: segment ids {segments.shape} must be [T] = [{T}]")
     if window is not None and (not causal or window < 1):
         raise ValueError(f"attention: window={window} needs causal=True and window >= 1")
     return 1 / math.sqrt(dk) if scale is None else float(scale)
@@ -57,9 +59,12 @@ def _cap(s, softcap):
     return s if softcap is None else softcap * jnp.tanh(s / softcap)
 
 
-def _visible(i, j, S, causal, window):
-    """Whether query position i sees key position j (broadcast), keys past S (padding) not."""
+def _visible(i, j, S, causal, window, segments=None):
+    """Whether query position i sees key position j (broadcast), keys past S (padding) not;
+    with ``segments`` [≥ max(i, j) + 1], only a key of the query's own document."""
     ok = j < S
+    if segments is not None:
+        ok &= segments[i] == segments[j]
     if causal:
         ok &= j <= i
     if window is not None:
@@ -68,21 +73,23 @@ def _visible(i, j, S, causal, window):
 
 
 # -- dense: the reference, and the pattern for traces ------------------------------------------
-def pattern(q_HTk, k_GSk, *, causal=True, window=None, softcap=None, scale=None):
+def pattern(q_HTk, k_GSk, *, causal=True, window=None, softcap=None, scale=None, segments=None):
     """(s, A): the masked logits (−∞ where masked) and the pattern, float32.  → [H,T,S] each."""
-    c = _resolve(q_HTk, k_GSk, k_GSk, causal, window, scale)
+    c = _resolve(q_HTk, k_GSk, k_GSk, causal, window, scale, segments)
     (H, T, dk), (G, S, _) = q_HTk.shape, k_GSk.shape
     q = q_HTk.reshape(G, H // G, T, dk)
     s = jnp.einsum("grtk,gsk->grts", q, k_GSk, preferred_element_type=f32).reshape(H, T, S)
-    vis = _visible(jnp.arange(T)[:, None], jnp.arange(S)[None, :], S, causal, window)
+    i, j = jnp.arange(T)[:, None], jnp.arange(S)[None, :]
+    vis = _visible(i, j, S, causal, window, segments)
     s = jnp.where(vis, _cap(s * c, softcap), -jnp.inf)
     return s, jax.nn.softmax(s, axis=-1)
 
 
 def dense_attention(q_HTk, k_GSk, v_GSk, *, causal=True, window=None, softcap=None, scale=None,
-                    block=None):  # fmt: skip
+                    block=None, segments=None):  # fmt: skip
     """The same map as ``blockwise_attention`` (``block`` ignored), with the [H,T,S] pattern."""
-    _, A = pattern(q_HTk, k_GSk, causal=causal, window=window, softcap=softcap, scale=scale)
+    kw = dict(causal=causal, window=window, softcap=softcap, scale=scale, segments=segments)
+    _, A = pattern(q_HTk, k_GSk, **kw)
     (H, T, dk), G = q_HTk.shape, k_GSk.shape[0]
     A = A.reshape(G, H // G, T, -1).astype(v_GSk.dtype)
     z = jnp.einsum("grts,gsk->grtk", A, v_GSk, preferred_element_type=f32)
@@ -144,19 +151,20 @@ def _from_blocks(x, R, T):
     return x.reshape(G * R, n * (RB // R), *rest)[:, :T]
 
 
-def _logits(q_I, k_J, I, J, meta):
+def _logits(q_I, k_J, I, J, seg, meta):
     """(masked logits, capped logits) of one block pair, float32.  → [G, R·B, B] each."""
-    B, S, causal, window, softcap, c = meta
+    B, S, causal, window, softcap, c, packed = meta
     s = _cap(c * jnp.einsum("gqk,gsk->gqs", q_I, k_J, preferred_element_type=f32), softcap)
     R = q_I.shape[1] // B
     i = (I * B + jnp.tile(jnp.arange(B), R))[:, None]  # the position of each row
-    vis = _visible(i, J * B + jnp.arange(B)[None, :], S, causal, window)
+    j = J * B + jnp.arange(B)[None, :]
+    vis = _visible(i, j, S, causal, window, seg if packed else None)
     return jnp.where(vis, s, _MASKED), s
 
 
-def _forward(qb, kb, vb, meta):
+def _forward(qb, kb, vb, seg, meta):
     """Blocked q [nq,G,R·B,k], k, v [nk,G,B,k] → z (as q), L [nq,G,R·B] and pairs computed."""
-    B, _, causal, window, _, _ = meta
+    B, _, causal, window, *_ = meta
     nq, nk = qb.shape[0], kb.shape[0]
 
     def row(args):
@@ -164,7 +172,7 @@ def _forward(qb, kb, vb, meta):
 
         def step(J, carry):
             m, l, o, n = carry
-            s, _ = _logits(q_I, kb[J], I, J, meta)
+            s, _ = _logits(q_I, kb[J], I, J, seg, meta)
             m_new = jnp.maximum(m, s.max(-1))
             p, a = jnp.exp(s - m_new[..., None]), jnp.exp(m - m_new)
             pv = jnp.einsum("gqs,gsk->gqk", p.astype(vb.dtype), vb[J], preferred_element_type=f32)
@@ -179,19 +187,19 @@ def _forward(qb, kb, vb, meta):
     return z, L, n.sum()
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _flash(qb, kb, vb, meta):
-    return _forward(qb, kb, vb, meta)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash(qb, kb, vb, seg, meta):
+    return _forward(qb, kb, vb, seg, meta)[0]
 
 
-def _flash_fwd(qb, kb, vb, meta):
-    z, L, _ = _forward(qb, kb, vb, meta)
-    return z, (qb, kb, vb, z, L)
+def _flash_fwd(qb, kb, vb, seg, meta):
+    z, L, _ = _forward(qb, kb, vb, seg, meta)
+    return z, (qb, kb, vb, seg, z, L)
 
 
 def _flash_bwd(meta, res, dz):
-    B, _, causal, window, softcap, c = meta
-    qb, kb, vb, z, L = res
+    B, _, causal, window, softcap, c, _ = meta
+    qb, kb, vb, seg, z, L = res
     nq, nk = qb.shape[0], kb.shape[0]
     D = jnp.sum(dz.astype(f32) * z.astype(f32), -1)  # rowsum(dz ⊙ z) = Σ_j P_ij dP_ij
 
@@ -201,7 +209,7 @@ def _flash_bwd(meta, res, dz):
         def step(I, carry):
             dq, dk, dv = carry
             q_I, dz_I = qb[I], dz[I]
-            s, t = _logits(q_I, k_J, I, J, meta)
+            s, t = _logits(q_I, k_J, I, J, seg, meta)
             p = jnp.exp(s - L[I][..., None])  # exactly the forward's pattern block
             dv += jnp.einsum("gqs,gqk->gsk", p.astype(dz.dtype), dz_I, preferred_element_type=f32)
             dp = jnp.einsum("gqk,gsk->gqs", dz_I, v_J, preferred_element_type=f32)
@@ -217,26 +225,34 @@ def _flash_bwd(meta, res, dz):
         return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
 
     dq, (dk, dv) = lax.scan(column, jnp.zeros(qb.shape, f32), (jnp.arange(nk), kb, vb))
-    return dq.astype(qb.dtype), dk, dv
+    return dq.astype(qb.dtype), dk, dv, None  # segment ids: integers, no cotangent
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def blockwise_attention(q_HTk, k_GSk, v_GSk, *, causal=True, window=None, softcap=None,
-                        scale=None, block=128):  # fmt: skip
+                        scale=None, block=128, segments=None):  # fmt: skip
     """z [H,T,k] of q [H,T,k], k, v [G,S,k] (the module docstring's map), blockwise.
 
     causal: query i sees keys j ≤ i (S = T).  window: and only j > i − window (needs causal).
     softcap: logits ↦ softcap·tanh(logits/softcap) before the mask.  scale: the logits' factor
     (default 1/√k).  block: positions per block (a T or S below it is one block).
+    segments: [T] document ids of packed documents (S = T): a query sees its own document's
+    keys only (the block pairs computed are the causal ones; a cross-document pair inside
+    them is masked, not skipped).
     Differentiable in q, k, v (a custom VJP that recomputes the blocks); float32 inside, z in
     q's dtype. One sequence: vmap it over a batch.
     """
-    c = _resolve(q_HTk, k_GSk, v_GSk, causal, window, scale)
+    c = _resolve(q_HTk, k_GSk, v_GSk, causal, window, scale, segments)
     (H, T, _), (G, S, _) = q_HTk.shape, k_GSk.shape
     B = min(block, max(T, S))
-    meta = (B, S, causal, window, None if softcap is None else float(softcap), c)
+    cap = None if softcap is None else float(softcap)
+    meta = (B, S, causal, window, cap, c, segments is not None)
     qb = _to_blocks(q_HTk, H // G, B)
     kb, vb = _to_blocks(k_GSk, 1, B), _to_blocks(v_GSk, 1, B)
-    return _from_blocks(_flash(qb, kb, vb, meta), H // G, T)
+    n = max(qb.shape[0], kb.shape[0]) * B  # padded positions: a segment id −1, seen by none
+    seg = jnp.full(n, -1, jnp.int32)
+    if segments is not None:
+        seg = seg.at[:T].set(segments.astype(jnp.int32))
+    return _from_blocks(_flash(qb, kb, vb, seg, meta), H // G, T)

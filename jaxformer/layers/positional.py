@@ -1,7 +1,8 @@
 """Positions: learned and sinusoidal (added to the stream), and RoPE (inside attention).
 
 Learned and sinusoidal positions are maps R^{T×d} → R^{T×d}, x ↦ x + P[:T], so
-``compose(positions, embed)`` is GPT-2's ``W_E[t] + W_pos[i]``. RoPE is not a
+``compose(positions, embed)`` is GPT-2's ``W_E[t] + W_pos[i]`` (i: the position in the
+document, with packed documents, ``core/documents.py``). RoPE is not a
 map on the residual stream: it rotates queries and keys, so attention calls it.
 """
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Map, Param, Real, Term
+from ..core.documents import current
 
 
 @dataclass(frozen=True, repr=False)
@@ -32,7 +34,9 @@ class LearnedPositions(Map):
         return {"W_pos": Param((self.context, self.d), ("T", "d"), self.std)}
 
     def apply(self, params, x_Td):
-        return x_Td + params["W_pos"][: x_Td.shape[0]].astype(x_Td.dtype)
+        docs = current()  # packed documents: each from position 0
+        W = params["W_pos"][: x_Td.shape[0]] if docs is None else params["W_pos"][docs.positions]
+        return x_Td + W.astype(x_Td.dtype)
 
     def decode(self, params, cache, x_Td, positions, layer=()):
         return x_Td + params["W_pos"][positions].astype(x_Td.dtype), {}
@@ -68,8 +72,9 @@ class SinusoidalPositions(Map):
     codomain = property(lambda self: Real("T", self.d))
 
     def apply(self, params, x_Td):
-        P = sinusoid_table(x_Td.shape[0], self.d)
-        return x_Td + jnp.asarray(P, x_Td.dtype)
+        docs = current()  # packed documents: each from position 0
+        P = jnp.asarray(sinusoid_table(x_Td.shape[0], self.d), x_Td.dtype)
+        return x_Td + (P if docs is None else P[docs.positions])
 
     def decode(self, params, cache, x_Td, positions, layer=()):
         P = jnp.asarray(sinusoid_table(self.context, self.d), x_Td.dtype)

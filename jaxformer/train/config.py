@@ -67,6 +67,7 @@ class TrainConfig(ModelSettings):
     data: str = ""  # a text file or a folder of them; "" = the bundled Shakespeare
     tokenizer: str = ""  # a tokenizer directory to load; "" = train a BPE on the train split
     val_fraction: float = 0.1  # the tail of the text held out for validation
+    pack: bool = False  # each file of --data a document, packed (a .jsonl file always is)
     # -- a pretrained start (pretrained.py) --------------------------------------------------
     init_from: str = ""  # an HF directory or a run: its weights, model and tokenizer
     freeze: str = ""  # globs of parameter paths kept fixed, e.g. "embed.*,pos.*"
@@ -252,8 +253,9 @@ class TrainConfig(ModelSettings):
 def upgrade(d: dict) -> dict:
     """A saved run's settings with the keys added since, set as that run trained: a run
     saved before --schedule existed ran the cosine, one saved before --init-from,
-    --freeze and --lora_rank started from its seed and trained every parameter."""
-    old = {"schedule": "cosine", "init_from": "", "freeze": "", "lora_rank": 0}
+    --freeze and --lora_rank started from its seed and trained every parameter, and one
+    saved before --pack read its text as one stream."""
+    old = {"schedule": "cosine", "init_from": "", "freeze": "", "lora_rank": 0, "pack": False}
     return {**old, **d}
 
 

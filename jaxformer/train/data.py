@@ -11,6 +11,11 @@ in a temporary place, sealed with a ``SHA256SUMS`` of its files and renamed, so 
 half-built cache is never used, and every use verifies it first (a damaged one is
 refused, naming the file).
 
+Documents (``packing.py``: JSONL records, or with ``--pack`` each file of a folder) are split
+by record, the last ones held out, and each tokenized alone and ended by the end-of-text
+token; their table of lengths (``train.docs.npy``, ``val.docs.npy``) sits beside the token
+files, and the run packs them into windows.
+
 A token file is ``MAGIC ‖ uint32 n ‖ JSON header (n bytes) ‖ tokens``: the header
 holds the dtype (uint16 when V ≤ 65536, else uint32), the token count, the
 vocabulary size and the tokenizer's sha256, and ``read_tokens`` checks the file
@@ -37,7 +42,9 @@ from ..atomic import MANIFEST, Damaged, atomic_open, verify_manifest, write_mani
 from ..interop import is_hf_dir
 from ..tokenizer import HFTokenizer, Tokenizer
 from ..tokenizer.files import format_ranks
+from . import packing
 from .config import TrainConfig
+from .packing import Tokenized
 
 MAGIC = b"JXTOKENS"
 FORMAT_VERSION = 1
@@ -61,6 +68,8 @@ class Corpus:
     source: str  # where the text came from
     dir: Path  # the cache directory holding the token files
     tokenizer_sha256: str  # the tokenizer's hash, computed once (checkpoints record it)
+    train_docs: Tokenized | None = None  # documents to pack (train holds their ids), or None
+    val_docs: Tokenized | None = None
 
 
 def bundled_corpus() -> Path:
@@ -70,6 +79,14 @@ def bundled_corpus() -> Path:
 
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 text file, or every file below a folder (sorted by path) joined by blank lines."""
+    text = "\n\n".join(read_texts(path))
+    if not text.strip():
+        raise DataError(f"--data {str(path)!r}: the text is empty")
+    return text
+
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """The UTF-8 text of a file, or of each file below a folder (sorted by path)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"--data {str(path)!r}: no such file or folder")
@@ -87,10 +104,20 @@ def read_text(path: str | os.PathLike) -> str:
             ) from None
         except OSError as e:
             raise DataError(f"--data: cannot read {f} ({e.strerror or e}); check it") from None
-    text = "\n\n".join(texts)
-    if not text.strip():
+    return texts
+
+
+def read_documents(path: Path) -> list[tuple[str, str]]:
+    """(prompt, response) records: a JSONL file's lines, or each (non-empty) text file's text."""
+    try:
+        if packing.is_jsonl(path):
+            return packing.read_jsonl(path)
+    except (OSError, packing.DocumentError) as e:
+        raise DataError(str(e)) from None
+    docs = [("", t) for t in read_texts(path) if t.strip()]
+    if not docs:
         raise DataError(f"--data {str(path)!r}: the text is empty")
-    return text
+    return docs
 
 
 def _visible_file(f: Path, root: Path) -> bool:
@@ -193,8 +220,19 @@ def prepare(cfg: TrainConfig, log=print, tokenizer=None) -> Corpus:
     ``tokenizer``, else that of ``--tokenizer`` or ``--init-from``, else a BPE trained on
     the train split."""
     source = Path(cfg.data) if cfg.data else bundled_corpus()
-    text = read_text(source)
-    train_text, val_text = split(text, cfg.val_fraction)
+    as_docs = cfg.pack or packing.is_jsonl(source)
+    if as_docs:
+        records = read_documents(source)
+        try:
+            parts = packing.split_documents(records, cfg.val_fraction)
+        except packing.DocumentError as e:
+            raise DataError(str(e)) from None
+        text = json.dumps(records, ensure_ascii=False)  # what the cache key hashes
+        train_text, val_text = ("\n\n".join(p + r for p, r in part) for part in parts)
+    else:
+        text = read_text(source)
+        train_text, val_text = split(text, cfg.val_fraction)
+        parts = None
     loaded = tokenizer
     if loaded is None and (cfg.tokenizer or cfg.init_from):
         flag = "--tokenizer" if cfg.tokenizer else "--init-from"
@@ -204,13 +242,13 @@ def prepare(cfg: TrainConfig, log=print, tokenizer=None) -> Corpus:
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "val_fraction": cfg.val_fraction,
         "tokenizer": tokenizer_sha256(loaded) if loaded else {"vocab_size": cfg.vocab_size},
-    }
+    } | ({"documents": True} if as_docs else {})
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cfg.cache) / key
     if not (folder / MANIFEST).is_file():
         _check_cache(Path(cfg.cache))
         log(f"preparing {source} → {folder} (tokenizer and token files, once)")
-        _build(folder, train_text, val_text, loaded, cfg.vocab_size, settings)
+        _build(folder, train_text, val_text, loaded, cfg.vocab_size, settings, parts)
     try:
         verify_manifest(folder)
     except Damaged as e:
@@ -220,14 +258,26 @@ def prepare(cfg: TrainConfig, log=print, tokenizer=None) -> Corpus:
     h = tokenizer_sha256(tok)
     train = read_tokens(folder / "train.bin", tok.n_vocab, h)
     val = read_tokens(folder / "val.bin", tok.n_vocab, h)
+    bpb = meta["bzip2_bpb"]
+    if as_docs:
+        docs = [_documents(folder, name, ids) for name, ids in (("train", train), ("val", val))]
+        return Corpus(tok, train, val, token_bytes(tok), val_text, bpb, str(source), folder, h,
+                      *docs)  # fmt: skip
     for name, ids in (("train", train), ("val", val)):
         if ids.size < cfg.context + 2:
             raise DataError(
                 f"the {name} split has {ids.size} tokens, too few for --context "
                 f"{cfg.context}: use more text, a shorter context or another --val_fraction"
             )
-    bpb = meta["bzip2_bpb"]
     return Corpus(tok, train, val, token_bytes(tok), val_text, bpb, str(source), folder, h)
+
+
+def _documents(folder: Path, name: str, ids: np.ndarray) -> Tokenized:
+    try:
+        table = np.load(folder / f"{name}.docs.npy", allow_pickle=False)
+        return Tokenized(ids, table)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder}/{name}.docs.npy: {e}; delete {folder} to rebuild it") from None
 
 
 def load_tokenizer(path, flag: str = "--tokenizer") -> Tokenizer | HFTokenizer:
@@ -255,7 +305,7 @@ def _check_cache(cache: Path) -> None:
         )
 
 
-def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, settings) -> None:
+def _build(folder: Path, train_text, val_text, tok, vocab_size: int, settings, parts=None):
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     umask = os.umask(0)
@@ -269,8 +319,19 @@ def _build(folder: Path, train_text: str, val_text: str, tok, vocab_size: int, s
         encode = (
             tok.to_tiktoken().encode_ordinary if isinstance(tok, Tokenizer) else tok.encode_ordinary
         )
-        for name, part in (("train", train_text), ("val", val_text)):
-            write_tokens(tmp / f"{name}.bin", np.asarray(encode(part)), tok.n_vocab, h)
+        if parts is None:
+            for name, part in (("train", train_text), ("val", val_text)):
+                write_tokens(tmp / f"{name}.bin", np.asarray(encode(part)), tok.n_vocab, h)
+        else:
+            try:
+                eos = packing.eos_id(tok)
+            except packing.DocumentError as e:
+                raise DataError(str(e)) from None
+            for name, part in zip(("train", "val"), parts):
+                docs = packing.tokenize(part, encode, eos)
+                write_tokens(tmp / f"{name}.bin", docs.ids, tok.n_vocab, h)
+                with atomic_open(tmp / f"{name}.docs.npy") as f:
+                    np.save(f, docs.table, allow_pickle=False)
         val_bytes = val_text.encode()
         bpb = bzip2_bits_per_byte(val_bytes)
         meta = {**settings, "bzip2_bpb": bpb, "n_vocab": tok.n_vocab}

@@ -72,7 +72,7 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, length, optim, pretrained, report, sampler, step
+from . import data, length, optim, packing, pretrained, report, sampler, step
 from .budget import Spent, size_run
 from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
@@ -115,6 +115,7 @@ class _Run:
     log: Callable
     clock: Callable = time.monotonic  # the budget's seconds (a test's fake clock)
     schedule: length.Schedule | None = None  # set by ``_start``
+    efficiency: float | None = None  # packed documents: the fraction of slots holding tokens
 
 
 def train(
@@ -175,16 +176,23 @@ def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
     if cfg.freeze:
         pretrained.check_freeze(cfg.freeze, targets)
     i, n = data_shard(mesh)  # this process reads part i of n of every batch
-    batches = sampler.BatchSampler(corpus.train.size, T, cfg.batch_size, cfg.seed, i, n)
-    put = (lambda x: x) if one else (lambda x: global_batch(x, mesh))  # one device: from host
-    batch = lambda k: put(batches.batch(corpus.train, k).reshape(M, b // n, T + 1))
+    put = (lambda x: x) if one else (lambda x: jax.tree.map(lambda a: global_batch(a, mesh), x))
+    val, efficiency = None, None
+    if corpus.train_docs is not None:  # documents, packed into windows once
+        windows, efficiency = packing.pack(corpus.train_docs, T)
+        val = packing.pack(corpus.val_docs, T)[0]
+        batches = sampler.WindowSampler(len(windows.tokens), cfg.batch_size, cfg.seed, i, n)
+        batch = lambda k: put(batches.batch(windows, k).reshape(M, b // n))
+    else:
+        batches = sampler.BatchSampler(corpus.train.size, T, cfg.batch_size, cfg.seed, i, n)
+        batch = lambda k: put(batches.batch(corpus.train, k).reshape(M, b // n, T + 1))
     eval_model = model if one else pin_for_mesh(model, mesh)
     evaluate = make_evaluator(
-        step.make_eval_step(eval_model, cfg.compute_dtype), corpus, T, b, mesh
+        step.make_eval_step(eval_model, cfg.compute_dtype), corpus, T, b, mesh, val
     )
     ckpt = C.Checkpoints(cfg.run_dir, keep=cfg.keep_checkpoints)
     return _Run(cfg, mesh, corpus, mcfg, model, batch, batches.n_windows, evaluate, ckpt,
-                targets, lead, log)  # fmt: skip
+                targets, lead, log, efficiency=efficiency)  # fmt: skip
 
 
 def _start(run: _Run, resume: bool):
@@ -291,7 +299,9 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
         f"V={mcfg.vocab_size}: {n_params / 1e6:.2f}M params\n"
         f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
         f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
-        f"{run.n_windows:,} windows of {T} per epoch\n"
+        f"{run.n_windows:,} windows of {T} per epoch"
+        + ("" if run.efficiency is None else _packed(corpus, run.efficiency))
+        + "\n"
         f"train  {length.steps_text(run.schedule)} steps × {cfg.batch_size} sequences"
         + (f" ({M} micro-batches of {cfg.batch_size // M})" if M > 1 else "")
         + f", lr {cfg.lr:g} → {cfg.min_lr:g} ({length.describe(cfg, run.schedule)}), "
@@ -301,6 +311,11 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
         + f"\nout    {cfg.run_dir}"
         + (f"  (resuming at step {start})" if resume else "")
     )
+
+
+def _packed(corpus: data.Corpus, efficiency: float) -> str:
+    n = len(corpus.train_docs.table)
+    return f", {n:,} documents packed ({efficiency:.1%} of the slots hold tokens)"
 
 
 def _save(run: _Run, k: int, params, opt_state, spent: float) -> None:

@@ -8,6 +8,10 @@
 
 Bits per byte does not depend on the tokenizer, so runs with different
 vocabularies, and a compressor such as bzip2, are compared on one scale.
+
+A batch is windows [B, T+1] of ids, or packed documents (``packing.Windows``): each window
+mapped through ``core.documents`` with its segment ids, and the mean taken over the targets
+it trains (w_t = ``trained``):  loss = Σ_t w_t nll_t / Σ_t w_t.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Map
+from ..core.documents import documents
+from .packing import Windows
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,16 +42,41 @@ def token_nll(logits_TV: jax.Array, y_T: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(z, axis=-1) - jnp.take_along_axis(z, y_T[:, None], axis=-1)[:, 0]
 
 
-def batch_nll(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
-    """Each window's next-token NLL.   [B, T+1] ids → [B, T] nats."""
-    x, y = windows_BT1[:, :-1], windows_BT1[:, 1:]
-    logits = jax.vmap(model, in_axes=(None, 0))(cast(params, compute_dtype), x)
-    return jax.vmap(token_nll)(logits, y)
+def outputs(f, params, windows):
+    """f(params, x) of each window's inputs x (its first T ids), batched: ``f`` a model or its
+    ``trace``; packed windows each inside ``documents`` of their segment ids."""
+    if not isinstance(windows, Windows):
+        return jax.vmap(f, in_axes=(None, 0))(params, windows[:, :-1])
+
+    def one(x_T, s_T):
+        with documents(s_T):
+            return f(params, x_T)
+
+    return jax.vmap(one)(windows.tokens[:, :-1], windows.segments[:, :-1])
 
 
-def loss(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
+def targets(windows) -> jax.Array:
+    """The next-token targets [B, T]: each window's last T ids."""
+    return (windows.tokens if isinstance(windows, Windows) else windows)[:, 1:]
+
+
+def mean_nll(nll_BT: jax.Array, windows) -> jax.Array:
+    """The mean over the targets the batch trains: all of them, or those packed windows mark."""
+    if not isinstance(windows, Windows):
+        return nll_BT.mean()
+    w = windows.trained.astype(jnp.float32)
+    return jnp.sum(w * nll_BT) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def batch_nll(model: Map, params, windows_BT1, compute_dtype: str = "float32"):
+    """Each window's next-token NLL.   [B, T+1] ids (or packed ``Windows``) → [B, T] nats."""
+    logits = outputs(model, cast(params, compute_dtype), windows_BT1)
+    return jax.vmap(token_nll)(logits, targets(windows_BT1))
+
+
+def loss(model: Map, params, windows_BT1, compute_dtype: str = "float32"):
     """The mean next-token NLL of a batch of windows (nats per token): a scalar."""
-    return batch_nll(model, params, windows_BT1, compute_dtype).mean()
+    return mean_nll(batch_nll(model, params, windows_BT1, compute_dtype), windows_BT1)
 
 
 # trace points: a term of the objective; an expert's share; the fraction of pairs dropped
@@ -57,7 +88,7 @@ def auxiliary(model: Map) -> bool:
     return any(p.endswith(AUX) for _, m in model.walk() for p in m.trace_points())
 
 
-def objective(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "float32"):
+def objective(model: Map, params, windows_BT1, compute_dtype: str = "float32"):
     """(J, {"loss": the mean NLL, and for a model with auxiliary terms "aux_loss": their
     sum, "expert_load": each expert's share of the routed pairs, [E], and "dropped": the
     fraction of them dropped (by an expert axis' capacity), both over layers and windows}).
@@ -65,12 +96,11 @@ def objective(model: Map, params, windows_BT1: jax.Array, compute_dtype: str = "
     if not auxiliary(model):
         nll = loss(model, params, windows_BT1, compute_dtype)
         return nll, {"loss": nll}
-    x, y = windows_BT1[:, :-1], windows_BT1[:, 1:]
-    logits, points = jax.vmap(model.trace, in_axes=(None, 0))(cast(params, compute_dtype), x)
-    nll = jax.vmap(token_nll)(logits, y).mean()
+    logits, points = outputs(model.trace, cast(params, compute_dtype), windows_BT1)
+    nll = mean_nll(jax.vmap(token_nll)(logits, targets(windows_BT1)), windows_BT1)
     named = [(jax.tree_util.keystr(k), v) for k, v in jax.tree_util.tree_leaves_with_path(points)]
     ends = lambda suffix: [v for k, v in named if k.endswith(suffix + "']")]
-    aux = sum(jnp.sum(a.astype(jnp.float32)) for a in ends(AUX)) / x.shape[0]  # Σ_l, mean_b
+    aux = sum(jnp.sum(a.astype(jnp.float32)) for a in ends(AUX)) / logits.shape[0]  # Σ_l, mean_b
     loads = ends(LOAD)  # each [B, (L,) E]
     load = jnp.mean(jnp.stack([v.reshape(-1, v.shape[-1]).mean(0) for v in loads]), 0)
     dropped = jnp.mean(jnp.stack([v.mean() for v in ends(DROPPED)]))

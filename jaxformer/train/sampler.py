@@ -11,6 +11,9 @@ equal slices of them. Hence:
 - the state is (seed, step): resuming at step k reads exactly what step k would have;
 - within an epoch no window repeats and none is skipped;
 - processes read disjoint samples.
+
+Packed documents (``packing.py``) come as W fixed windows: ``WindowSampler`` visits them in
+the order π_e per epoch, with the same stream of samples and the same three properties.
 """
 
 from __future__ import annotations
@@ -53,11 +56,7 @@ class BatchSampler:
 
     def indices(self, step: int) -> np.ndarray:
         """This process's global sample indices at ``step``: [B/P] int64."""
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        b = self.batch_size // self.process_count
-        first = step * self.batch_size + self.process_index * b
-        return np.arange(first, first + b, dtype=np.int64)
+        return _indices(step, self.batch_size, self.process_index, self.process_count)
 
     def starts(self, step: int) -> np.ndarray:
         """Start offsets of this process's windows at ``step``: [B/P] int64."""
@@ -74,6 +73,52 @@ class BatchSampler:
         """The windows of ``step``: [B/P, T+1] int32."""
         offsets = self.starts(step)[:, None] + np.arange(self.T + 1)
         return np.asarray(tokens[offsets], np.int32)
+
+
+@dataclass(frozen=True)
+class WindowSampler:
+    """W fixed windows (packed documents): epoch e visits each once, in the order π_e."""
+
+    n_windows: int  # W
+    batch_size: int
+    seed: int = 0
+    process_index: int = 0
+    process_count: int = 1
+
+    def __post_init__(self):
+        _indices(0, self.batch_size, self.process_index, self.process_count)  # its checks
+        if self.n_windows < 1:
+            raise ValueError("no windows to sample: the documents are empty")
+
+    def rows(self, step: int) -> np.ndarray:
+        """The windows this process reads at ``step``: [B/P] int64."""
+        i = _indices(step, self.batch_size, self.process_index, self.process_count)
+        epoch, j = np.divmod(i, self.n_windows)
+        out = np.empty_like(i)
+        for e in np.unique(epoch):
+            sel = epoch == e
+            out[sel] = _epoch(self.seed, self.n_windows, 1, int(e))[0][j[sel]]
+        return out
+
+    def batch(self, windows, step: int):
+        """The windows of ``step`` (a ``packing.Windows`` of [B/P, …] rows)."""
+        r = self.rows(step)
+        return type(windows)(*(a[r] for a in windows))
+
+
+def _indices(step: int, batch_size: int, p: int, P: int) -> np.ndarray:
+    if not 0 <= p < P:
+        raise ValueError(f"process_index={p} is outside [0, {P})")
+    if batch_size % P:
+        raise ValueError(
+            f"batch_size={batch_size} is not divisible by the {P} processes; choose a multiple "
+            "of the process count"
+        )
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    b = batch_size // P
+    first = step * batch_size + p * b
+    return np.arange(first, first + b, dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=4)

@@ -38,7 +38,7 @@ class ShardedStep:
     batch: NamedSharding
 
     def __call__(self, params, opt_state, batch_MbT1):
-        check_batch(batch_MbT1.shape, self.mesh)
+        check_batch(jax.tree.leaves(batch_MbT1)[0].shape, self.mesh)
         return self.fn(params, opt_state, batch_MbT1)
 
     def lower(self, params, opt_state, batch_MbT1):

@@ -6,7 +6,8 @@
         θ', s' = optimizer.update(g, s, θ)
 
 A batch of M micro-batches of b windows gives the gradient of one batch of M·b
-windows (the mean of equal-sized means), with the activations of b at a time. θ are
+windows (the mean of equal-sized means; of packed windows, weighted by the targets each
+trains), with the activations of b at a time. θ are
 float32 master weights; with ``compute_dtype="bfloat16"`` the forward and backward
 run on a bf16 copy (the layers keep norms, softmax and logits in f32, and the loss
 is f32). θ and s are donated: the update reuses their buffers.
@@ -53,23 +54,37 @@ def loss_and_grad(model: Map, compute_dtype: str = "float32"):
     grad_fn = jax.grad(lambda p, x: L.objective(model, p, x, compute_dtype), has_aux=True)
 
     def loss_and_grad(params, batch_MbT1):
-        M = batch_MbT1.shape[0]
+        M = jax.tree.leaves(batch_MbT1)[0].shape[0]
+        first = jax.tree.map(lambda a: a[0], batch_MbT1)
         flip = lambda grads, metrics: (metrics, grads)
         if M == 1:
-            return flip(*grad_fn(params, batch_MbT1[0]))
+            return flip(*grad_fn(params, first))
 
-        def accumulate(carry, x):
-            return jax.tree.map(jnp.add, carry, flip(*grad_fn(params, x))), None
+        def accumulate(carry, xw):
+            x, w = xw
+            add = lambda c, g: c + w * g
+            return jax.tree.map(add, carry, flip(*grad_fn(params, x))), None
 
-        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, batch_MbT1[0]))
-        total, _ = jax.lax.scan(accumulate, flip(*zero), batch_MbT1)
+        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first))
+        total, _ = jax.lax.scan(accumulate, flip(*zero), (batch_MbT1, shares(batch_MbT1, M)))
         return jax.tree.map(lambda a: a / M, total)
 
     return loss_and_grad
 
 
+def shares(batch, M: int) -> jax.Array:
+    """[M]: each micro-batch's weight in (1/M) Σ_m w_m ∇J_m. 1 for windows of ids (equal
+    counts); for packed windows M·n_m/n, n_m the targets micro-batch m trains, so that the
+    mean of their means is the mean over all n targets."""
+    if not isinstance(batch, L.Windows):
+        return jnp.ones(M, jnp.float32)
+    n_m = jnp.sum(batch.trained, axis=(1, 2)).astype(jnp.float32)
+    return M * n_m / jnp.maximum(jnp.sum(n_m), 1.0)
+
+
 def make_train_step(model: Map, optimizer: optax.GradientTransformation, compute_dtype: str):
-    """The jitted step; the batch is [M, b, T+1] int32 (M micro-batches of b windows)."""
+    """The jitted step; the batch is [M, b, T+1] int32 (M micro-batches of b windows), or
+    packed ``Windows`` of those leading axes."""
     grad_fn = loss_and_grad(model, compute_dtype)
 
     def step(params, opt_state, batch_MbT1):

@@ -146,17 +146,20 @@ def test_the_human_report(hf_dirs, capsys):
         (["--batch_size", "0"], ["--batch_size 0"]),
         (["--max_tokens", "1"], ["--max_tokens 1"]),
         (["--data", "ONE"], ["1 token", "at least 2"]),
+        (["--data", "DOCS"], ["docs.jsonl", "not JSONL"]),
     ],
 )
 def test_bad_input_exits_2_in_one_line(hf_dirs, tmp_path, capsys, extra, words):
     dirs, text = hf_dirs
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "one.txt").write_text("a")
+    (tmp_path / "docs.jsonl").write_text('{"text": "a"}\n')
     (tmp_path / "notok").mkdir()
     for f in ("config.json", "model.safetensors"):
         (tmp_path / "notok" / f).write_bytes((dirs["llama"][0] / f).read_bytes())
     names = {"MISSING": tmp_path / "missing", "EMPTY": tmp_path / "empty.txt",
-             "ONE": tmp_path / "one.txt", "NOTOK": tmp_path / "notok"}  # fmt: skip
+             "ONE": tmp_path / "one.txt", "NOTOK": tmp_path / "notok",
+             "DOCS": tmp_path / "docs.jsonl"}  # fmt: skip
     args = {"--checkpoint": str(dirs["llama"][0]), "--data": str(text)}
     for k, v in zip(extra[::2], extra[1::2]):
         args[k] = str(names.get(v, v))

@@ -83,6 +83,32 @@ def test_blockwise_equals_the_float64_formula(name):
         np.testing.assert_allclose(g, g64, **TOL)
 
 
+def _per_document(q, k, v, w, segments, **kw):
+    """The float64 formula on each document's slice alone, and its gradients, concatenated."""
+    z, grads = [], [np.zeros_like(a) for a in (q, k, v)]
+    cuts = np.flatnonzero(np.diff(segments)) + 1
+    for lo, hi in zip([0, *cuts], [*cuts, len(segments)]):
+        part = [a[:, lo:hi] for a in (q, k, v, w)]
+        z.append(reference(*part[:3], **kw))
+        for g, dg in zip(grads, reference_grads(*part, **kw)):
+            g[:, lo:hi] = dg
+    return np.concatenate(z, axis=1), grads
+
+
+@pytest.mark.parametrize("kw", [{}, dict(window=7), dict(softcap=2.0), dict(causal=False)])
+def test_packed_documents_are_each_attended_alone(kw):
+    segments = np.repeat([1, 2, 3, 4, 0], [5, 23, 1, 17, 4])  # across blocks of 16, padding last
+    q, k, v, w = inputs(4, 2, len(segments), scale=3.0 if kw else 1.0)
+    seg = jnp.asarray(segments)
+    z, grads = value_and_grads(q, k, v, w, jnp.float32, block=16, segments=seg, **kw)
+    want, want_grads = _per_document(q, k, v, w, segments, **kw)
+    np.testing.assert_allclose(z, want, **TOL)
+    for g, g64 in zip(grads, want_grads):
+        np.testing.assert_allclose(g, g64, **TOL)
+    x32 = [jnp.asarray(a, jnp.float32) for a in (q, k, v)]
+    np.testing.assert_allclose(dense_attention(*x32, segments=seg, **kw), want, **TOL)
+
+
 def test_bf16_inputs_give_bf16_close_to_the_formula():
     q, k, v, w = (np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64) for x in inputs(4, 2, 50))
     z, grads = value_and_grads(q, k, v, w, jnp.bfloat16, block=16, window=21)
@@ -127,8 +153,9 @@ def test_block_pairs_are_about_half_for_causal_and_scale_with_the_window():
         _to_blocks(jnp.asarray(x, jnp.float32), r, 16) for x, r in zip((q, k, v), (2, 1, 1))
     )
     for causal, window in ((True, None), (True, 40), (False, None)):
-        meta = (16, 200, causal, window, None, 1.0)
-        pairs = jax.jit(_forward, static_argnums=3)(qb, kb, vb, meta)[2]
+        meta = (16, 200, causal, window, None, 1.0, False)
+        seg = jnp.full(qb.shape[0] * 16, -1, jnp.int32)  # unpacked: segment ids unread
+        pairs = jax.jit(_forward, static_argnums=4)(qb, kb, vb, seg, meta)[2]
         assert int(pairs) == block_pairs(200, 200, 16, causal=causal, window=window)
 
 
