@@ -3,6 +3,7 @@
     read_configs(run)        (the training settings, the model's Config), config.json verified
     load_trained(run)        (Config, the map as trained, its params, tokenizer)
     load_for_inference(run)  (Config, params, tokenizer), a LoRA run's adapters folded in
+    load_weights(run)        (Config, params) as load_for_inference, the tokenizer not read
 
 The run directory and its checkpoint store are ``rundir.py``'s; this module reads them,
 every file verified, and rebuilds the model the run trained (``adapted``).
@@ -70,9 +71,17 @@ def load_for_inference(
     every file verified; a damaged or foreign checkpoint is refused, naming the file. A
     LoRA run's adapters are folded into its base weights (``load_trained`` keeps them)."""
     config, model, params, tok = load_trained(run_dir)
-    if isinstance(model, LoRA):
-        params = merge(model, params)[1]
-    return config, params, tok
+    return config, _merged(model, params), tok
+
+
+def load_weights(run_dir: str | os.PathLike) -> tuple[Config, dict]:
+    """(model config, params) of the latest complete checkpoint, as ``load_for_inference``
+    gives them, without parsing the tokenizer (its files are verified all the same)."""
+    run_dir = _run_dir(run_dir)
+    train, config = read_configs(run_dir)
+    verify_run_files(run_dir)
+    model, params = _restore_latest(run_dir, train, config)
+    return config, _merged(model, params)
 
 
 def load_trained(
@@ -81,6 +90,28 @@ def load_trained(
     """(model config, the map as trained, its params, tokenizer) of the latest complete
     checkpoint: a LoRA run's map is ``lora(build(config), …)`` and its params hold the
     adapters apart."""
+    run_dir = _run_dir(run_dir)
+    train, config = read_configs(run_dir)
+    verify_run_files(run_dir)
+    try:
+        tok = load_tokenizer(run_dir / "tokenizer")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}: cannot load the tokenizer ({e})") from None
+    model, params = _restore_latest(run_dir, train, config)
+    return config, model, params, tok
+
+
+def adapted(model, train: dict):
+    """``model`` as a run trained it: with its LoRA adapters if ``train`` (the run's saved
+    settings) has a ``lora_rank``."""
+    if not train.get("lora_rank"):
+        return model
+    targets = names(train["lora_targets"])
+    return lora(model, int(train["lora_rank"]), float(train["lora_alpha"]), targets)
+
+
+def _run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a Path, refused (saying what to pass) if it is a file or absent."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(
@@ -91,12 +122,12 @@ def load_trained(
         raise CheckpointError(
             f"no run directory {run_dir}; train one with `jaxformer train --out {run_dir}`"
         )
-    train, config = read_configs(run_dir)
-    verify_run_files(run_dir)
-    try:
-        tok = load_tokenizer(run_dir / "tokenizer")
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{run_dir}: cannot load the tokenizer ({e})") from None
+    return run_dir
+
+
+def _restore_latest(run_dir: Path, train: dict, config: Config) -> tuple[Map, dict]:
+    """(the map as trained, its params) of the latest complete checkpoint, verified and
+    checked against the run's model config."""
     step = (complete_steps(run_dir) or [None])[-1]
     if step is None:
         raise CheckpointError(
@@ -123,13 +154,9 @@ def load_trained(
         params, _, _ = ckpt.restore(step, like, verified=True)
     finally:
         ckpt.close()
-    return config, model, params, tok
+    return model, params
 
 
-def adapted(model, train: dict):
-    """``model`` as a run trained it: with its LoRA adapters if ``train`` (the run's saved
-    settings) has a ``lora_rank``."""
-    if not train.get("lora_rank"):
-        return model
-    targets = names(train["lora_targets"])
-    return lora(model, int(train["lora_rank"]), float(train["lora_alpha"]), targets)
+def _merged(model, params) -> dict:
+    """The params of the plain model: a LoRA map's adapters folded into its base weights."""
+    return merge(model, params)[1] if isinstance(model, LoRA) else params

@@ -5,6 +5,7 @@
         pytorch_model.bin, tokenizer.json or vocab.json + merges.txt)
                         → from_hf(path) and Tokenizer.from_hf(path)
         otherwise       → rundir_load.load_for_inference(path)   (a run `jaxformer train` wrote)
+    load_weights(path) = (Config, params)          the same weights, no tokenizer read
 
 so every command that takes ``--checkpoint`` (sample, eval, convert) takes either. A
 directory is an HF one by its config.json alone (``rundir_load.is_hf_config``): a run's holds
@@ -80,3 +81,12 @@ def load_checkpoint(
     if is_hf_dir(path):
         return load_hf_dir(path, tokenizer)
     return rundir_load.load_for_inference(path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[Config, dict]:
+    """(config, params) of a run or an HF directory, as ``load_checkpoint`` gives them, its
+    tokenizer not parsed (for a caller that has read it already: ``--init-from``)."""
+    if is_hf_dir(path):
+        model, params = from_hf(path)
+        return model.config, params
+    return rundir_load.load_weights(path)

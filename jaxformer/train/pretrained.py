@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import rundir_load
-from ..interop import load_checkpoint, read_model_config
+from ..interop import load_weights, read_model_config
 from ..models import Config
 from ..models.lora import names
 from .config import MODEL_FIELDS, ConfigError, TrainConfig
@@ -66,7 +66,7 @@ def initial_params(cfg: TrainConfig, config: Config, targets):
     plain arrays, as ``model.init`` gives."""
     where = f"--init-from {cfg.init_from}"
     try:
-        theirs, params, _ = load_checkpoint(cfg.init_from, tokenizer=False)
+        theirs, params = load_weights(cfg.init_from)  # its tokenizer: data.prepare read it
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
     if theirs != config:
