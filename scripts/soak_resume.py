@@ -141,7 +141,8 @@ def compare(a: Path, b: Path) -> dict:
     import numpy as np
 
     from jaxformer.models import build
-    from jaxformer.rundir import Checkpoints, read_configs
+    from jaxformer.rundir import Checkpoints
+    from jaxformer.rundir_load import read_configs
     from jaxformer.train.config import TrainConfig
 
     def state(run: Path):

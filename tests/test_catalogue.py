@@ -27,7 +27,8 @@ from jaxformer.core import ShapeError, compose
 from jaxformer.generate import generate
 from jaxformer.interop import from_hf, to_hf
 from jaxformer.layers import Attention, Embedding
-from jaxformer.rundir import CheckpointError, Checkpoints, load_for_inference
+from jaxformer.rundir import CheckpointError, Checkpoints
+from jaxformer.rundir_load import load_for_inference
 from jaxformer.tokenizer import Tokenizer
 from jaxformer.train import ConfigError, TrainConfig
 from jaxformer.train.checkpoint import save_run_files

@@ -27,7 +27,8 @@ from jaxformer.cli import main  # noqa: E402
 from jaxformer.interop import from_hf  # noqa: E402
 from jaxformer.interop.adapters import load_adapters  # noqa: E402
 from jaxformer.models import build  # noqa: E402
-from jaxformer.rundir import Checkpoints, load_for_inference  # noqa: E402
+from jaxformer.rundir import Checkpoints  # noqa: E402
+from jaxformer.rundir_load import load_for_inference  # noqa: E402
 from jaxformer.train.data import bundled_corpus  # noqa: E402
 
 pytestmark = pytest.mark.slow  # three training runs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import reference as ref
 
-from jaxformer.rundir import load_for_inference
+from jaxformer.rundir_load import load_for_inference
 from jaxformer.train.data import split
 
 

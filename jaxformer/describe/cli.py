@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..interop import config_from_hf, is_hf_dir
 from ..models import PRESETS, Config, build
-from ..rundir import read_configs
+from ..rundir_load import read_configs
 from . import FORMATS, chain, latex_document
 from .render import RENDERERS
 

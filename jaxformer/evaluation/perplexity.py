@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..models import Config, build
 from ..tokenizer import Tokenizer
-from ..train.data import bzip2_bits_per_byte
+from ..train.data import bzip2_bits_per_byte, id_bytes
 from ..train.loss import batch_nll, bits_per_byte
 from .windows import batches, check_window, plan, scored_targets
 
@@ -108,7 +108,10 @@ def evaluate(
     windows = plan(len(ids), width, min(stride, width))
     targets = scored_targets(windows)
     unique, counts = np.unique(ids[targets], return_counts=True)
-    n_bytes = int(sum(len(tokenizer.decode_bytes([int(i)])) * c for i, c in zip(unique, counts)))
+    # id_bytes, not data.token_bytes: a special id scored (an HF unk_token, which BPE gives
+    # for a char it has no token for) counts the bytes it decodes to, and only the ids
+    # scored are decoded, not the whole vocabulary
+    n_bytes = int((id_bytes(tokenizer, unique) * counts).sum())
     text_bytes = tokenizer.decode_bytes(ids.tolist())
 
     batch_size = min(batch_size, len(windows))  # no batch of padding alone

@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
 def _to_peft(run: Path, out: Path) -> str:
     """A LoRA run's adapters → ``out`` as an HF PEFT adapter (``adapters.to_peft``)."""
     from ..models.lora import LoRA
-    from ..rundir import is_hf_config, load_trained, read_configs
+    from ..rundir_load import is_hf_config, load_trained, read_configs
     from .adapters import to_peft
 
     if is_hf_config(run / "config.json"):

@@ -4,10 +4,11 @@
         path an HF directory (config.json naming a "model_type", *.safetensors or
         pytorch_model.bin, tokenizer.json or vocab.json + merges.txt)
                         → from_hf(path) and Tokenizer.from_hf(path)
-        otherwise       → rundir.load_for_inference(path)   (a run `jaxformer train` wrote)
+        otherwise       → rundir_load.load_for_inference(path)   (a run `jaxformer train` wrote)
+    load_weights(path) = (Config, params)          the same weights, no tokenizer read
 
 so every command that takes ``--checkpoint`` (sample, eval, convert) takes either. A
-directory is an HF one by its config.json alone (``rundir.is_hf_config``): a run's holds
+directory is an HF one by its config.json alone (``rundir_load.is_hf_config``): a run's holds
 "train" and "model". Everything is read and checked here, on the host, before any jit: a
 missing file, a damaged one, or a tokenizer with more ids than the model's vocabulary is
 a ``ValueError`` (or ``FileNotFoundError``) naming it.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import rundir
+from .. import rundir_load
 from ..models import Config
 from ..tokenizer import HFTokenizer, Tokenizer
 from .families import config_from_hf
@@ -29,7 +30,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # vocab.json goes with merge
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a directory whose config.json is a Hugging Face one."""
-    return Path(path).is_dir() and rundir.is_hf_config(Path(path) / "config.json")
+    return Path(path).is_dir() and rundir_load.is_hf_config(Path(path) / "config.json")
 
 
 def has_hf_tokenizer(path: str | os.PathLike) -> bool:
@@ -45,7 +46,7 @@ def read_model_config(path: str | os.PathLike) -> Config:
     is read (a ``ValueError`` or ``FileNotFoundError`` names what is wrong)."""
     if is_hf_dir(path):
         return config_from_hf(read_config(Path(path)), str(Path(path) / "config.json"))
-    return rundir.read_configs(path)[1]
+    return rundir_load.read_configs(path)[1]
 
 
 def load_hf_dir(
@@ -79,4 +80,13 @@ def load_checkpoint(
     ``tokenizer=False`` accepts an HF directory without one (its tokenizer is then None)."""
     if is_hf_dir(path):
         return load_hf_dir(path, tokenizer)
-    return rundir.load_for_inference(path)
+    return rundir_load.load_for_inference(path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[Config, dict]:
+    """(config, params) of a run or an HF directory, as ``load_checkpoint`` gives them, its
+    tokenizer not parsed (for a caller that has read it already: ``--init-from``)."""
+    if is_hf_dir(path):
+        model, params = from_hf(path)
+        return model.config, params
+    return rundir_load.load_weights(path)

@@ -119,6 +119,11 @@ def find_targets(spec: dict, targets: tuple[str, ...]) -> tuple[Target, ...]:
     return tuple(found)
 
 
+def names(text: str) -> tuple[str, ...]:
+    """The names or globs of a comma- or space-separated list ("W_Q,W_V", "pos.* ln_f.*")."""
+    return tuple(text.replace(",", " ").split())
+
+
 @dataclass(frozen=True, repr=False)
 class LoRA(Wrapper):
     """f with each target W reparametrised as W₀ + (α/r) A B (the module docstring)."""

@@ -34,7 +34,8 @@ make every one of its invariants conditional; ``HFTokenizer`` has the same publi
 default, as ``tokenizers`` does (``allowed_special=()`` treats them as text).
 
 Anything in a file that is not implemented is refused with one line naming the field and
-its value (``hf_json.py``), never ignored. Not implemented: models other than BPE, dropout,
+its value (``hf_json.py``; the model, the added tokens and the template are read in
+``hf_read.py``), never ignored. Not implemented: models other than BPE, dropout,
 continuing_subword_prefix / end_of_word_suffix, truncation, padding, and the normalizers,
 pre-tokenizers, decoders and post-processors not listed in ``hf_text.py``/``hf_decode.py``.
 """
@@ -47,7 +48,6 @@ import operator
 import os
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,26 +58,14 @@ from .encode import repair_surrogates
 from .hf_decode import Decoder
 from .hf_files import TOKENIZER_JSON, read_spec
 from .hf_json import Fields, refuse
+from .hf_read import AddedToken, read_added, read_model, template
 from .hf_text import normalizer, pre_tokenizer
-from .pair_bpe import Merges, bpe_by_pair_priority
+from .pair_bpe import bpe_by_pair_priority
 
 _WORD = r"[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]"  # Rust regex's Unicode \w
 _STARTS_WORD, _ENDS_WORD = regex.compile(_WORD), regex.compile(_WORD + r"\Z")
 _TRAILING_SPACE, _LEADING_SPACE = regex.compile(r"\s*\Z"), regex.compile(r"\s*")
 _CACHE_PIECE, _CACHE_SIZE = 256, 1 << 16
-
-
-@dataclass(frozen=True)
-class AddedToken:
-    """One entry of ``added_tokens`` (its id as ``tokenizers`` assigns it)."""
-
-    id: int
-    content: str
-    single_word: bool
-    lstrip: bool
-    rstrip: bool
-    normalized: bool
-    special: bool
 
 
 class HFTokenizer:
@@ -92,9 +80,13 @@ class HFTokenizer:
                 raise refuse(file, key, spec[key], "not implemented (it changes the ids)")
         self._normalize = normalizer(top.take("normalizer", (dict, type(None)), None), file)
         self._pre = pre_tokenizer(top.take("pre_tokenizer", (dict, type(None)), None), file)
-        self._read_model(Fields(top.take("model", dict), file, "model"))
-        self._read_added(top.take("added_tokens", list, []), file)
-        self._prefix, self._suffix = _template(top.take("post_processor", object, None), file)
+        m = read_model(Fields(top.take("model", dict), file, "model"))
+        self._vocab, self._token_of, self._merges = m.vocab, m.token_of, m.merges
+        self._unk, self._fuse_unk = m.unk, m.fuse_unk
+        self._byte_fallback, self._ignore_merges = m.byte_fallback, m.ignore_merges
+        self._added_by_id = read_added(top.take("added_tokens", list, []), file, self._vocab)
+        self._match_added()
+        self._prefix, self._suffix = template(top.take("post_processor", object, None), file)
         self._decoder = Decoder(top.take("decoder", (dict, type(None)), None), file)
         top.done()
         self._file = file
@@ -226,57 +218,12 @@ class HFTokenizer:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _read_model(self, f: Fields) -> None:
-        f.must_be("type", ("BPE",), "only the BPE model is implemented")
-        dropout = f.take("dropout", (int, float, type(None)), None)
-        if dropout not in (None, 0):
-            raise refuse(f.file, f.sub("dropout"), dropout, "BPE dropout is random: not a map")
-        for key in ("continuing_subword_prefix", "end_of_word_suffix"):
-            if (value := f.take(key, (str, type(None)), None)) is not None:
-                raise refuse(f.file, f.sub(key), value, "not implemented")
-        self._unk = f.take("unk_token", (str, type(None)), None)
-        self._fuse_unk = f.take("fuse_unk", bool, False)
-        self._byte_fallback = f.take("byte_fallback", bool, False)
-        self._ignore_merges = f.take("ignore_merges", bool, False)
-        vocab = f.take("vocab", dict)
-        bad = [(t, i) for t, i in vocab.items() if type(i) is not int or i < 0]
-        if bad:
-            raise refuse(f.file, f"model.vocab[{bad[0][0]!r}]", bad[0][1], "expected an id >= 0")
-        if len(set(vocab.values())) != len(vocab):
-            seen: dict[int, str] = {}
-            t, i = next((t, i) for t, i in vocab.items() if seen.setdefault(i, t) != t)
-            raise refuse(f.file, f"model.vocab[{t!r}]", i, f"the id of {seen[i]!r} too")
-        if self._unk is not None and self._unk not in vocab:
-            raise refuse(f.file, f.sub("unk_token"), self._unk, "not in model.vocab")
-        self._vocab: dict[str, int] = vocab
-        self._token_of = {i: t for t, i in vocab.items()}
-        self._merges = _merges(f.take("merges", list, []), vocab, f.file)
-        f.done()
-
-    def _read_added(self, entries: list, file: str) -> None:
-        """``AddedVocabulary::add_tokens``: an added token's id is its model id if the model
-        has it, else the next free one after the model's; a file id that disagrees is refused
-        (``tokenizers`` only warns and uses its own)."""
-        self._added_by_id: dict[int, AddedToken] = {}
-        next_id = len(self._vocab)
-        for n, entry in enumerate(entries):
-            f = Fields(entry, file, f"added_tokens[{n}]")
-            content = f.take("content", str)
-            flags = {k: f.take(k, bool, d) for k, d in _ADDED_DEFAULTS.items()}
-            if "normalized" not in entry:
-                flags["normalized"] = not flags["special"]
-            file_id = f.take("id", int)
-            f.done()
-            if not content or any(t.content == content for t in self._added_by_id.values()):
-                raise refuse(file, f.sub("content"), content, "empty or listed twice")
-            if (i := self._vocab.get(content)) is None:
-                i, next_id = next_id, next_id + 1
-            if file_id != i:
-                raise refuse(file, f.sub("id"), file_id, f"tokenizers gives this token id {i}")
-            self._added_by_id[i] = AddedToken(i, content, **flags)
+    def _match_added(self) -> None:
+        """The added tokens read → the special ones (content ↦ id) and the matchers that find
+        each in a text: ``_raw`` by its content, ``_normed`` by its normalized form."""
         added = self._added_by_id.values()
         self._specials = {t.content: t.id for t in added if t.special}
-        # What each added token is matched as: normalized ones by their normalized form.
+        # a normalized token is matched in the normalized text, so by its normalized form
         norm = self._normalize or (lambda s: s)
         self._as_text = {t.id: norm(t.content) if t.normalized else t.content for t in added}
         self._raw = _Matcher({t.content: t for t in added if not t.normalized})
@@ -396,10 +343,6 @@ class _Matcher:
         self.pattern = _alternation(frozenset(by_text)) if by_text else None
 
 
-_ADDED_DEFAULTS = {"single_word": False, "lstrip": False, "rstrip": False, "special": False,
-                   "normalized": True}  # fmt: skip
-
-
 def _alternation(tokens: frozenset[str]) -> re.Pattern:
     # Longest first: at the leftmost match the longest token wins (aho-corasick's
     # LeftmostLongest, as tokenizers builds its matcher).
@@ -415,70 +358,3 @@ def _ids(ids) -> list[int]:
     if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
         raise TypeError(f"ids must be an iterable of int, got {type(ids).__name__}")
     return list(map(operator.index, ids))
-
-
-def _merges(lines: list, vocab: dict[str, int], file: str) -> Merges:
-    """The merges list → (id a, id b) ↦ (priority, id of a ‖ b); a later duplicate wins."""
-    merges: Merges = {}
-    for k, line in enumerate(lines):
-        pair = line.split(" ") if isinstance(line, str) else line
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-        ):
-            raise refuse(file, f"model.merges[{k}]", line, 'expected "a b" or ["a", "b"]')
-        a, b = pair
-        ids = vocab.get(a), vocab.get(b), vocab.get(a + b)
-        if None in ids:
-            missing = (a, b, a + b)[ids.index(None)]
-            raise refuse(file, f"model.merges[{k}]", line, f"{missing!r} is not in model.vocab")
-        merges[ids[0], ids[1]] = (k, ids[2])
-    return merges
-
-
-def _template(spec, file: str, where: str = "post_processor") -> tuple[list[int], list[int]]:
-    """The ids a post-processor puts before and after a single text (TemplateProcessing's
-    ``single``; ByteLevel's changes only offsets; Sequence composes)."""
-    if spec is None:
-        return [], []
-    f = Fields(spec, file, where)
-    kind = f.take("type", str)
-    if kind == "ByteLevel":
-        f.ignore("add_prefix_space", "trim_offsets", "use_regex")
-        f.done()
-        return [], []
-    if kind == "Sequence":
-        before, after = [], []
-        for n, p in enumerate(f.take("processors", list)):
-            b, a = _template(p, file, f"{where}.processors[{n}]")
-            before, after = b + before, after + a
-        f.done()
-        return before, after
-    if kind != "TemplateProcessing":
-        raise refuse(file, f.sub("type"), kind, "this post-processor is not implemented")
-    f.ignore("pair")  # a pair of texts: not encoded here
-    specials = f.take("special_tokens", dict)
-    pieces = f.take("single", list)
-    f.done()
-    kinds = [next(iter(p), None) if isinstance(p, dict) and len(p) == 1 else None for p in pieces]
-    if kinds.count("Sequence") != 1 or not set(kinds) <= {"Sequence", "SpecialToken"}:
-        raise refuse(file, f.sub("single"), pieces, "expected one $A among special tokens")
-    ids: list[list[int]] = [[], []]
-    side = 0
-    for n, (k, piece) in enumerate(zip(kinds, pieces)):
-        p = Fields(piece[k], file, f"{where}.single[{n}].{k}")
-        name = p.take("id", str)
-        p.ignore("type_id")
-        p.done()
-        if k == "Sequence":
-            if name != "A":
-                raise refuse(file, p.sub("id"), name, "a single text is $A")
-            side = 1
-            continue
-        token = Fields(specials.get(name), file, f"{where}.special_tokens[{name!r}]")
-        token_ids = token.take("ids", list)
-        token.ignore("id", "tokens")
-        token.done()
-        if not all(type(i) is int and i >= 0 for i in token_ids):
-            raise refuse(file, token.sub("ids"), token_ids, "expected ids >= 0")
-        ids[side] += token_ids
-    return ids[0], ids[1]

@@ -11,7 +11,8 @@ remat.py       named rematerialisation policies
 step.py        the jitted train step (accumulation, bf16, donation) and eval step
 checkpoint.py  orbax checkpoints, run directories, load_for_inference
 resolve.py     which run a command means: new, to resume, or done
-loop.py        the loop (its final sample comes from jaxformer.generate)
+loop.py        the loop
+finish.py      the run's end: the full val set, the loss curve, a sample (jaxformer.generate)
 progress.py    the run's progress: bar, metrics, evals, MFU, experts' load
 preempt.py     SIGTERM as a request: a checkpoint at the next step boundary, then exit 0
 report.py      metrics lines, MFU, the loss curve; atomic.py atomic writes

@@ -18,11 +18,10 @@ from ..rundir import (
     committed_steps,
     complete_steps,
     config_differences,
-    load_for_inference,
-    read_configs,
     seal_run_files,
     verify_checkpoint,
 )
+from ..rundir_load import load_for_inference, read_configs
 from ..tokenizer import Tokenizer
 from .config import TrainConfig
 

@@ -149,13 +149,20 @@ def tokenizer_sha256(tok: Tokenizer | HFTokenizer) -> str:
     return h.hexdigest()
 
 
+def id_bytes(tok: Tokenizer | HFTokenizer, ids) -> np.ndarray:
+    """[len(ids)] int64: |decode_bytes([i])| of each id i, the bytes it decodes to (a special
+    token's as its text)."""
+    return np.array([len(tok.decode_bytes([int(i)])) for i in ids], np.int64)
+
+
 def token_bytes(tok: Tokenizer | HFTokenizer) -> np.ndarray:
-    """[V] int64: the bytes of text each id stands for, |decode_bytes([i])| (bits per byte);
-    0 for the special tokens, which stand for no text."""
+    """[V] int64: the bytes of text each id stands for, ``id_bytes`` (bits per byte); 0 for
+    the special tokens, which stand for no text (and are not decoded)."""
     special = set(tok.special_tokens.values())
-    return np.array(
-        [0 if i in special else len(tok.decode_bytes([i])) for i in range(tok.n_vocab)], np.int64
-    )
+    ordinary = [i for i in range(tok.n_vocab) if i not in special]
+    out = np.zeros(tok.n_vocab, np.int64)
+    out[ordinary] = id_bytes(tok, ordinary)
+    return out
 
 
 # -- token files ----------------------------------------------------------------------------

@@ -4,7 +4,7 @@
         θ, s = train_step(θ, s, sampler.batch(k))        loss and ‖g‖ must be finite
         every eval_every:        val loss, perplexity, bits per byte (vs bzip2)
         every checkpoint_every:  checkpoint (params, optimizer, step, sampler state)
-    then: checkpoint, the full val set, loss.png, a sample.
+    then: checkpoint, the full val set, loss.png, a sample (``finish.py``).
 
 The run is a function of its config: batch k is a function of (seed, k), and the
 initial params of the seed (or, with ``--init-from DIR``, DIR's weights: ``pretrained.py``),
@@ -48,14 +48,9 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
-from ..atomic import atomic_open
 from ..core import require
-from ..generate import generate
-from ..interop.adapters import save_adapters
-from ..models import build
-from ..models.lora import ADAPTER, merge
+from ..models.lora import ADAPTER
 from ..parallel import (
     MeshError,
     abstract_opt_state,
@@ -72,10 +67,11 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, length, optim, packing, pretrained, report, sampler, step
+from . import data, length, optim, packing, pretrained, sampler, step
 from .budget import Spent, size_run
 from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
+from .finish import finish
 from .preempt import Preemption
 from .process import keep_freed_memory
 from .progress import Progress, expert_metrics
@@ -143,7 +139,7 @@ def train(
                                        resume, stop)  # fmt: skip
     if why == "preempted":
         return _preempted(run, progress, k)
-    return _finish(run, progress, k, why == "budget", tok_s, train_s, t_start)
+    return finish(run, progress, k, why == "budget", tok_s, train_s, t_start)
 
 
 def _setup(cfg: TrainConfig, resume: bool, log) -> _Run:
@@ -428,64 +424,6 @@ def _diverged(run: _Run, k: int, loss: float, gnorm: float) -> Diverged:
         + ": lower --lr or raise --warmup_steps, then run the command again"
         + (" with --overwrite (resuming would repeat the same steps)" if good is not None else "")
     )
-
-
-def _finish(run: _Run, progress: Progress, k: int, stopped: bool, tok_s, train_s, t_start):
-    """The final eval over all of val, the loss curve, a sample and the summary."""
-    cfg, corpus, params = run.cfg, run.corpus, progress.params
-    steps = run.schedule.length or run.schedule.planned
-    final = progress.evaluate(params, k, full=True)
-    progress.metrics.close()
-    run.ckpt.wait()
-    run.ckpt.close()
-    if run.mesh.size > 1 and cfg.sample_tokens:  # the whole params, for process 0's sample
-        params = multihost_utils.process_allgather(params, tiled=True)
-    if cfg.lora_rank:  # the adapters alone, then the model they make, for the sample
-        if run.lead:
-            save_adapters(cfg.run_dir / "adapter", run.model, params)
-        params = merge(run.model, params)[1]
-    text = ""
-    if run.lead:
-        bytes_per_token = len(corpus.val_text.encode()) / corpus.val.size
-        metrics = cfg.run_dir / "metrics.jsonl"
-        report.plot_loss(metrics, cfg.run_dir / "loss.png", corpus.bzip2_bpb, bytes_per_token)
-        prompt = cfg.prompt or corpus.val_text.lstrip().split("\n")[0]
-        text = _sample(cfg, run.mcfg, params, corpus.tokenizer, prompt)
-        with atomic_open(cfg.run_dir / "sample.txt", "w") as f:
-            f.write(text + "\n")
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-    summary = {
-        "step": k, "steps": steps, "stopped_early": stopped,
-        "val_bpb": final["val_bpb"], "val_loss": final["val_loss"], "bzip2_bpb": corpus.bzip2_bpb,
-        "tokens_per_s": tok_s, "mfu": progress.mfu(tok_s),
-        "train_s": train_s, "total_s": time.time() - t_start, "n_params": n_params,
-        "run_dir": str(cfg.run_dir), "sample": text,
-    }  # fmt: skip
-    verdict = "below" if final["val_bpb"] < corpus.bzip2_bpb else "NOT below"
-    run.log(
-        f"done   step {k}/{steps} in {train_s / 60:.1f} min of training "
-        f"({summary['total_s'] / 60:.1f} min in all), {tok_s:,.0f} tok/s, "
-        f"MFU {summary['mfu']:.1%}\n"
-        f"val    {final['val_bpb']:.4f} bits/byte, {verdict} bzip2 -9's "
-        f"{corpus.bzip2_bpb:.4f} on the same text\n"
-        f"saved  checkpoint {run.ckpt.dir / str(k)}\n"
-        f"       loss curve {cfg.run_dir / 'loss.png'}, metrics {cfg.run_dir / 'metrics.jsonl'}\n"
-        f"sample (temperature {cfg.temperature:g}):\n\n{text}\n"
-    )
-    return summary
-
-
-def _sample(cfg: TrainConfig, mcfg, params, tok, prompt: str) -> str:
-    """``prompt`` and up to ``sample_tokens`` more (as many as the context leaves room for)."""
-    ids = tok.encode_ordinary(prompt)[-(mcfg.context // 2) :]
-    n = min(cfg.sample_tokens, mcfg.context - len(ids))
-    if not ids or n < 1:
-        return prompt
-    key = jax.random.key(cfg.seed)
-    new = generate(build(mcfg), params, ids, n, key=key, temperature=cfg.temperature)
-    # an id beyond the tokenizer's (a pretrained model's padded rows) is no text, as in
-    # ``tokenizers``' decode and ``jaxformer sample``
-    return tok.decode(ids + [int(t) for t in new if t < tok.n_vocab])
 
 
 def _mesh(text: str, resume: bool):

@@ -17,7 +17,7 @@ layer, so ``blocks.*`` selects all of them.
 ``--lora_rank r`` (with ``--lora_alpha``, ``--lora_targets``) trains LoRA adapters alone
 (``models/lora.py``): the model is ``lora(model, …)``, its base params DIR's weights, its
 adapters drawn with B = 0 (so step 0 is DIR's model), and every other param frozen. The
-checkpoints hold both; ``rundir.load_for_inference`` merges them for sample, eval and
+checkpoints hold both; ``rundir_load.load_for_inference`` merges them for sample, eval and
 convert, and the run's end writes the adapters alone into ``adapter/``.
 """
 
@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import rundir
-from ..interop import load_checkpoint, read_model_config
+from .. import rundir_load
+from ..interop import load_weights, read_model_config
 from ..models import Config
+from ..models.lora import names
 from .config import MODEL_FIELDS, ConfigError, TrainConfig
 
 
@@ -65,7 +66,7 @@ def initial_params(cfg: TrainConfig, config: Config, targets):
     plain arrays, as ``model.init`` gives."""
     where = f"--init-from {cfg.init_from}"
     try:
-        theirs, params, _ = load_checkpoint(cfg.init_from, tokenizer=False)
+        theirs, params = load_weights(cfg.init_from)  # its tokenizer: data.prepare read it
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
     if theirs != config:
@@ -92,7 +93,7 @@ def adapted(cfg: TrainConfig, model, mesh):
             "or fine-tune every parameter on the mesh"
         )
     try:
-        return rundir.adapted(model, cfg.to_dict())  # as inference will rebuild it
+        return rundir_load.adapted(model, cfg.to_dict())  # as inference will rebuild it
     except ValueError as e:
         raise ConfigError(f"--lora_targets {cfg.lora_targets!r}: {e}") from None
 
@@ -102,15 +103,10 @@ def path_of(key_path) -> str:
     return jax.tree_util.keystr(key_path, simple=True, separator=".")
 
 
-def globs(freeze: str) -> list[str]:
-    """The globs of ``--freeze``: separated by commas or spaces."""
-    return freeze.replace(",", " ").split()
-
-
 def frozen(params_like, freeze: str):
     """The tree of params ↦ "frozen" where the path matches a glob of ``freeze``, else
     "trained" (``optax.multi_transform``'s labels)."""
-    patterns = globs(freeze)
+    patterns = names(freeze)
     return jax.tree_util.tree_map_with_path(
         lambda p, _: "frozen" if any(fnmatch.fnmatchcase(path_of(p), g) for g in patterns)
         else "trained",
@@ -121,7 +117,7 @@ def frozen(params_like, freeze: str):
 def check_freeze(freeze: str, params_like) -> None:
     """Refuse a glob that matches no parameter, or globs that leave nothing to train."""
     paths = [path_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(params_like)[0]]
-    for g in globs(freeze):
+    for g in names(freeze):
         if not any(fnmatch.fnmatchcase(p, g) for p in paths):
             raise ConfigError(
                 f"--freeze {g!r} matches no parameter; the parameters are: {', '.join(paths)}"

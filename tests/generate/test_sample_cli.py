@@ -49,7 +49,7 @@ def parse(argv):
 
 def test_streamed_text_is_the_prompt_and_the_decoded_generation(run, monkeypatch, capsys):
     c, params, tok = run
-    monkeypatch.setattr("jaxformer.rundir.load_for_inference", lambda d: run)
+    monkeypatch.setattr("jaxformer.rundir_load.load_for_inference", lambda d: run)
     args = parse(["sample", "--checkpoint", "x", "--prompt", "日本", "--temperature", "1.5"])
     args.max_new_tokens = 40
     assert args.run(args) == 0
@@ -84,7 +84,7 @@ def test_sample_returns_the_ids_before_the_stop_token(run):
     ],
 )
 def test_bad_arguments_exit_2_with_the_fix(run, monkeypatch, capsys, argv, match):
-    monkeypatch.setattr("jaxformer.rundir.load_for_inference", lambda d: run)
+    monkeypatch.setattr("jaxformer.rundir_load.load_for_inference", lambda d: run)
     args = parse(["sample", "--checkpoint", "x", *argv])
     assert args.run(args) == 2
     out, err = capsys.readouterr()

@@ -102,7 +102,7 @@ def test_each_family_is_a_training_setting(family):
 
 @pytest.mark.slow
 def test_trains_from_the_cli_settings_and_generates(tmp_path):
-    from jaxformer.rundir import load_for_inference
+    from jaxformer.rundir_load import load_for_inference
     from jaxformer.train.config import TrainConfig
     from jaxformer.train.data import bundled_corpus
     from jaxformer.train.loop import train

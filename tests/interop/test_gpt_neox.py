@@ -251,7 +251,7 @@ def test_describe_renders_the_family():
 
 @pytest.mark.slow  # ~30 s on two cores: a tokenizer, the step's compile, evals, checkpoints
 def test_trains_from_the_cli_settings_and_generates(tmp_path):
-    from jaxformer.rundir import load_for_inference
+    from jaxformer.rundir_load import load_for_inference
     from jaxformer.train.config import TrainConfig
     from jaxformer.train.data import bundled_corpus
     from jaxformer.train.loop import train

@@ -18,7 +18,8 @@ from hf_reference import hf_greedy, hf_logits, load_hf, rel  # noqa: E402
 from jaxformer.cli import main  # noqa: E402
 from jaxformer.generate.cli import sample  # noqa: E402
 from jaxformer.interop import load_checkpoint  # noqa: E402
-from jaxformer.rundir import CheckpointError, load_for_inference  # noqa: E402
+from jaxformer.rundir import CheckpointError  # noqa: E402
+from jaxformer.rundir_load import load_for_inference  # noqa: E402
 from jaxformer.tokenizer import HFTokenizer  # noqa: E402
 
 pytestmark = pytest.mark.slow  # HF models and runs built in module fixtures

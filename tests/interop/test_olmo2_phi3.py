@@ -253,7 +253,7 @@ def test_trains_resumes_samples_and_converts_from_the_cli(family, extra, resume,
     """``jaxformer train --family …`` (tiny), ``--resume`` past its end, ``sample`` and
     ``convert --to-hf``: transformers loads the run's weights to the same logits."""
     from jaxformer.cli import main
-    from jaxformer.rundir import load_for_inference
+    from jaxformer.rundir_load import load_for_inference
     from jaxformer.train.data import bundled_corpus
 
     data, run = tmp_path / "plays.txt", tmp_path / "run"

@@ -98,7 +98,7 @@ def test_a_family_from_this_file_trains_generates_and_describes(tmp_path):
     )  # fmt: skip
     summary = train(cfg, log=lambda line: None)
     assert summary["step"] == 6 and np.isfinite(summary["val_loss"])
-    from jaxformer.rundir import load_for_inference
+    from jaxformer.rundir_load import load_for_inference
 
     config, params, tok = load_for_inference(tmp_path / "run")
     assert config.family == "toy_relu2"

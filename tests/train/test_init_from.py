@@ -20,7 +20,8 @@ from hf_dirs import hf_dir, write_run  # noqa: E402
 from jaxformer.cli import main  # noqa: E402
 from jaxformer.interop import from_hf  # noqa: E402
 from jaxformer.models import build  # noqa: E402
-from jaxformer.rundir import Checkpoints, adapted, load_for_inference, read_configs  # noqa: E402
+from jaxformer.rundir import Checkpoints  # noqa: E402
+from jaxformer.rundir_load import adapted, load_for_inference, read_configs  # noqa: E402
 from jaxformer.train.config import ConfigError  # noqa: E402
 from jaxformer.train.data import bundled_corpus, read_tokens  # noqa: E402
 from jaxformer.train.report import read_metrics  # noqa: E402

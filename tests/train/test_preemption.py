@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from jaxformer.cli import main
-from jaxformer.rundir import CheckpointError, Checkpoints, complete_steps, load_for_inference
+from jaxformer.rundir import CheckpointError, Checkpoints, complete_steps
+from jaxformer.rundir_load import load_for_inference
 from jaxformer.train.data import bundled_corpus
 from jaxformer.train.report import read_metrics
 
