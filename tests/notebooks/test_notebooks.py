@@ -5,6 +5,7 @@ as JSON to ``$JAXFORMER_NOTEBOOK_RESULTS``, which the test reads back.
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "jaxformer-test"
 
 
-def execute(name: str, tmp_path: Path, monkeypatch) -> dict:
-    """Run ``notebooks/<name>`` in a fresh kernel; return the results it wrote (if any)."""
+def execute(name: str, tmp_path: Path, monkeypatch, optimized: bool = False) -> dict:
+    """Run ``notebooks/<name>`` in a fresh kernel; return the results it wrote (if any).
+    ``optimized``: with XLA's backend optimised (a notebook whose time is running, not
+    compiling; the suite's flags leave it unoptimised, conftest.py)."""
     # A kernel spec of our own, so the kernel is this interpreter whatever specs the
     # machine has (a user-level "python3" spec could point at another Python).
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
@@ -31,6 +34,9 @@ def execute(name: str, tmp_path: Path, monkeypatch) -> dict:
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    if optimized:
+        flags = os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+        monkeypatch.setenv("XLA_FLAGS", flags.strip())
     results = tmp_path / "results.json"
     monkeypatch.setenv("JAXFORMER_NOTEBOOK_RESULTS", str(results))
     monkeypatch.setenv("JAXFORMER_NOTEBOOK_TMP", str(tmp_path))
@@ -91,6 +97,6 @@ def test_02_trains_with_the_training_library(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_03_finds_an_induction_head(tmp_path, monkeypatch):
-    out = execute("03_circuits_induction.ipynb", tmp_path, monkeypatch)
+    out = execute("03_circuits_induction.ipynb", tmp_path, monkeypatch, optimized=True)
     assert out["induction_score"] > 0.5, out
     assert out["induction_head"][0] == 1, out  # it needs a previous-token head below it

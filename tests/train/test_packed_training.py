@@ -10,7 +10,8 @@ import pytest
 
 from jaxformer.cli import main
 from jaxformer.models import build
-from jaxformer.rundir import Checkpoints, load_for_inference
+from jaxformer.rundir import Checkpoints
+from jaxformer.rundir_load import load_for_inference
 from jaxformer.train.data import bundled_corpus
 from jaxformer.train.packing import eos_id, pack, tokenize
 from jaxformer.train.report import read_metrics

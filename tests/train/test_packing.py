@@ -79,16 +79,19 @@ def test_a_packed_window_is_each_document_alone(family, kw):
     assert worst < 1e-5
 
 
-def test_packed_llama_logits_equal_transformers_on_each_document(tmp_path):
+@pytest.mark.parametrize("family", ["gpt2", "llama"])  # learned positions; RoPE and GQA
+def test_packed_logits_equal_transformers_on_each_document(tmp_path, family):
     pytest.importorskip("torch")
     from hf_reference import hf_logits, random_export, rel
 
-    model = build(Config(family="llama", vocab_size=V, context=T, n_layers=2, d_model=32,
-                         n_heads=4, n_kv_heads=2))  # fmt: skip
+    model = build(Config(family=family, vocab_size=V, context=T, n_layers=2, d_model=32,
+                         n_heads=4, n_kv_heads=2 if family == "llama" else None))  # fmt: skip
     params, hf = random_export(model, tmp_path / "hf", seed=1, embed_scale=8.0)
     win, _ = pack(_docs(seed=2), T)
-    x, s = jnp.asarray(win.tokens[0, :-1]), jnp.asarray(win.segments[0, :-1])
+    w = int(np.argmax(win.segments.max(1)))  # the window holding the most documents
+    x, s = jnp.asarray(win.tokens[w, :-1]), jnp.asarray(win.segments[w, :-1])
     got = np.asarray(packed(model, params, x, s))
+    assert int(s.max()) >= 2  # the window holds several documents
     for seg in range(1, int(s.max()) + 1):
         at = np.flatnonzero(np.asarray(s) == seg)
         assert rel(got[at], hf_logits(hf, np.asarray(x)[at][None])[0]) < 1e-5

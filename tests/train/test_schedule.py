@@ -12,7 +12,7 @@ import pytest
 
 from jaxformer.cli import main
 from jaxformer.rundir import Checkpoints
-from jaxformer.train import ConfigError, TrainConfig, loop, optim
+from jaxformer.train import ConfigError, TrainConfig, loop, optim, report
 from jaxformer.train import step as step_module
 from jaxformer.train.budget import Spent, decay_plan
 from jaxformer.train.data import bundled_corpus
@@ -145,7 +145,7 @@ def _train(mp, corpus, out, clock, resume=False, fault=None, sized=False, **over
     estimates 1000 steps (the real one times steps: a compile, a second or so)."""
     if sized:  # the estimate is the bar's alone; the warmup (5) fits under either
         mp.setattr(loop, "size_run", lambda cfg, *a, **k: cfg.replace(steps=1000))
-    mp.setattr(loop.report, "plot_loss", lambda *a, **k: None)  # matplotlib: seconds
+    mp.setattr(report, "plot_loss", lambda *a, **k: None)  # matplotlib: seconds
     if fault is None:
         mp.delenv(FAULT, raising=False)
     else:
