@@ -28,7 +28,7 @@ from jaxformer import Config, build
 from jaxformer.models.lora import lora
 from jaxformer.train import step as S
 from jaxformer.train.config import TrainConfig
-from jaxformer.train.optim import optimizer
+from jaxformer.train.optim import labels, optimizer
 
 V, RANK, ALPHA = 50257, 8, 16.0
 
@@ -40,7 +40,8 @@ def _size(tree) -> int:
 def jax_step(model, params, cfg: TrainConfig, batch):
     opt = optimizer(cfg)
     state = opt.init(params)
-    step = S.make_train_step(model, opt, "float32").lower(params, state, batch).compile()
+    step = S.make_train_step(model, opt, "float32", labels(cfg))
+    step = step.lower(params, state, batch).compile()
     box = {"params": params, "state": state}
 
     def run():
@@ -59,12 +60,14 @@ def jax_rows(a, batch):
     full_cfg = TrainConfig(**base, batch_size=a.B, weight_decay=0.0)
     full, full_state = jax_step(model, params, full_cfg, batch)
     adapted = lora(model, RANK, ALPHA, ("W_Q", "W_V"))
-    p_lora = params | {"lora": adapted.init(jax.random.key(1))["lora"]}
+    own = jax.tree.map(jnp.copy, params)  # the steps donate their params: one copy each
+    p_lora = own | {"lora": adapted.init(jax.random.key(1))["lora"]}
     lora_cfg = full_cfg.replace(init_from="x", lora_rank=RANK, lora_alpha=ALPHA)
     low, lora_state = jax_step(adapted, p_lora, lora_cfg, batch)
+    n_lora = _size(p_lora["lora"])
     return {
         "jaxformer full": (full, _size(params), _size(full_state)),
-        "jaxformer LoRA": (low, _size(p_lora["lora"]), _size(lora_state)),
+        "jaxformer LoRA": (low, n_lora, _size(lora_state)),
     }
 
 

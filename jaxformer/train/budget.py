@@ -40,7 +40,7 @@ def size_run(cfg: TrainConfig, model, params, x, evaluate, log, mesh=None) -> Tr
     batch (the steps run on a copy, with a throwaway schedule: only the time is kept).
     Every process takes process 0's count."""
     probe = optim.optimizer(cfg.replace(steps=10**9))
-    train_step, init_opt = stepper(model, probe, cfg.compute_dtype, mesh)
+    train_step, init_opt = stepper(model, probe, cfg.compute_dtype, mesh, optim.labels(cfg))
     p = jax.tree.map(jnp.copy, params)  # the step donates its inputs
     p, s, m = train_step(p, init_opt(p), x)  # compiles
     float(m["loss"])

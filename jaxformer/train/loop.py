@@ -209,7 +209,8 @@ def _start(run: _Run, resume: bool):
             if (saved.steps, saved.decay_steps) != (cfg.steps, cfg.decay_steps):
                 longer = saved.replace(steps=cfg.steps, decay_steps=cfg.decay_steps)
                 C.save_run_config(cfg.run_dir, longer, run.mcfg)
-        return start, params, opt_state, stepper(run.model, opt, cfg.compute_dtype, mesh)[0]
+        step_fn = stepper(run.model, opt, cfg.compute_dtype, mesh, optim.labels(cfg))[0]
+        return start, params, opt_state, step_fn
     key = jax.random.key(cfg.seed)
     if cfg.init_from:
         params = pretrained.initial_params(cfg, run.mcfg, run.targets)
@@ -227,7 +228,7 @@ def _start(run: _Run, resume: bool):
     decay = cfg.fixed_decay if cfg.schedule == "wsd" else None
     run.schedule = length.Schedule(budgeted, None if budgeted else cfg.steps, planned, decay)
     opt = optim.optimizer(cfg)
-    train_step, init_opt = stepper(run.model, opt, cfg.compute_dtype, mesh)
+    train_step, init_opt = stepper(run.model, opt, cfg.compute_dtype, mesh, optim.labels(cfg))
     if run.lead:
         C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
     return 0, params, init_opt(params), train_step

@@ -174,10 +174,18 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         if cfg.grad_clip == 0
         else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
     )
-    if not (cfg.freeze or cfg.lora_rank):
+    trained = labels(cfg)
+    if trained is None:
         return opt
     # the frozen params get no update and no state; the clip's norm is the trained ones'
-    labels = (
-        adapter_only if cfg.lora_rank else functools.partial(pretrained.frozen, freeze=cfg.freeze)
-    )
-    return optax.multi_transform({"trained": opt, "frozen": optax.set_to_zero()}, labels)
+    return optax.multi_transform({"trained": opt, "frozen": optax.set_to_zero()}, trained)
+
+
+def labels(cfg: TrainConfig):
+    """θ ↦ "trained" | "frozen" per parameter (``--freeze``, or LoRA's adapters alone), or None
+    when everything trains. The step takes the gradient of the trained alone."""
+    if cfg.lora_rank:
+        return adapter_only
+    if cfg.freeze:
+        return functools.partial(pretrained.frozen, freeze=cfg.freeze)
+    return None

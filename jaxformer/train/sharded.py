@@ -51,13 +51,15 @@ def make_sharded_step(
     mesh: Mesh,
     rules=R.RULES,
     compute_dtype: str = "float32",
+    trained=None,
 ) -> ShardedStep:
     """The library's train step for ``model``, jitted with shardings on ``mesh``."""
     params = I.abstract_params(model, mesh, rules)
     opt_state = I.abstract_opt_state(optimizer, params)
     shard = lambda tree: jax.tree.map(lambda a: a.sharding, tree)
     # unroll (CPU) before pinning: the pinned wrapper hides the Repeat from ``unrolled``
-    step = S.make_train_step(pin_for_mesh(S.unrolled(model), mesh, rules), optimizer, compute_dtype)
+    pinned = pin_for_mesh(S.unrolled(model), mesh, rules)
+    step = S.make_train_step(pinned, optimizer, compute_dtype, trained)
     batch = R.batch_sharding(mesh)
     fn = jax.jit(
         step,
@@ -68,10 +70,11 @@ def make_sharded_step(
     return ShardedStep(fn, mesh, shard(params), shard(opt_state), batch)
 
 
-def stepper(model, opt, compute_dtype: str, mesh=None):
+def stepper(model, opt, compute_dtype: str, mesh=None, trained=None):
     """(train_step, init_opt): the library's jitted step on one device, the sharded one
-    (with the optimizer state initialised sharded like it) on a mesh."""
+    (with the optimizer state initialised sharded like it) on a mesh. ``trained``: the
+    labels of the parameters that train (``optim.labels``), None for all."""
     if mesh is None or mesh.size == 1:
-        return S.make_train_step(model, opt, compute_dtype), opt.init
-    sharded = make_sharded_step(model, opt, mesh, compute_dtype=compute_dtype)
+        return S.make_train_step(model, opt, compute_dtype, trained), opt.init
+    sharded = make_sharded_step(model, opt, mesh, compute_dtype=compute_dtype, trained=trained)
     return sharded, jax.jit(opt.init, out_shardings=sharded.opt_state)

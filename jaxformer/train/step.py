@@ -47,12 +47,15 @@ def unrolled(model: Map) -> Map:
     return model
 
 
-def loss_and_grad(model: Map, compute_dtype: str = "float32"):
+def loss_and_grad(model: Map, compute_dtype: str = "float32", trained=None):
     """(θ, x_MbT1) ↦ (metrics, ∇_θ J) of the M·b windows, accumulated over the M
-    micro-batches: J the objective (``loss.objective``), metrics its parts ({loss, …})."""
+    micro-batches: J the objective (``loss.objective``), metrics its parts ({loss, …}).
+    ``trained`` (θ ↦ labels "trained" | "frozen", ``optim.labels``): the gradient is taken
+    of the trained parameters alone, the frozen ones' is 0 (LoRA: no backward pass into
+    the base weights, whose gradients would be computed only to be dropped)."""
     model = unrolled(model)
-    grad_fn = jax.grad(lambda p, x: L.objective(model, p, x, compute_dtype), has_aux=True)
-
+    J = lambda p, x: L.objective(model, p, x, compute_dtype)
+    grad_fn = jax.grad(J, has_aux=True) if trained is None else _grad_of_trained(J, trained)
     def loss_and_grad(params, batch_MbT1):
         M = jax.tree.leaves(batch_MbT1)[0].shape[0]
         first = jax.tree.map(lambda a: a[0], batch_MbT1)
@@ -72,6 +75,24 @@ def loss_and_grad(model: Map, compute_dtype: str = "float32"):
     return loss_and_grad
 
 
+def _grad_of_trained(J, trained):
+    """∇_θ J with the frozen leaves held constant (their gradient: zeros)."""
+
+    def grad_fn(params, x):
+        leaves, tree = jax.tree.flatten(params)
+        keep = [label == "trained" for label in jax.tree.leaves(trained(params))]
+
+        def fill(parts, rest):  # the trained leaves from ``parts``, the others from ``rest``
+            it = iter(parts)
+            return tree.unflatten([next(it) if k else r for k, r in zip(keep, rest)])
+
+        J_trained = lambda t, x: J(fill(t, leaves), x)
+        g, metrics = jax.grad(J_trained, has_aux=True)([a for a, k in zip(leaves, keep) if k], x)
+        return fill(g, [jnp.zeros_like(a) for a in leaves]), metrics
+
+    return grad_fn
+
+
 def shares(batch, M: int) -> jax.Array:
     """[M]: each micro-batch's weight in (1/M) Σ_m w_m ∇J_m. 1 for windows of ids (equal
     counts); for packed windows M·n_m/n, n_m the targets micro-batch m trains, so that the
@@ -82,16 +103,21 @@ def shares(batch, M: int) -> jax.Array:
     return M * n_m / jnp.maximum(jnp.sum(n_m), 1.0)
 
 
-def make_train_step(model: Map, optimizer: optax.GradientTransformation, compute_dtype: str):
+def make_train_step(
+    model: Map, optimizer: optax.GradientTransformation, compute_dtype: str, trained=None
+):
     """The jitted step; the batch is [M, b, T+1] int32 (M micro-batches of b windows), or
-    packed ``Windows`` of those leading axes."""
-    grad_fn = loss_and_grad(model, compute_dtype)
+    packed ``Windows`` of those leading axes. ``trained``: as ``loss_and_grad``'s."""
+    grad_fn = loss_and_grad(model, compute_dtype, trained)
 
     def step(params, opt_state, batch_MbT1):
         metrics, grads = grad_fn(params, batch_MbT1)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, metrics | {"grad_norm": optax.tree.norm(grads)}
+        new = optax.apply_updates(params, updates)
+        if trained is not None:  # a frozen leaf is its old buffer, not θ + 0 written anew
+            frozen = jax.tree.map(lambda label: label != "trained", trained(params))
+            new = jax.tree.map(lambda f, old, p: old if f else p, frozen, params, new)
+        return new, opt_state, metrics | {"grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, donate_argnums=(0, 1))
 

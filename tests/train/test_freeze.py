@@ -67,3 +67,23 @@ def test_globs_that_match_nothing_or_everything_are_refused():
         check_freeze("blocks.mlp.*,blocks.mpl.*", params)
     with pytest.raises(ConfigError, match="freezes every parameter"):
         check_freeze("*", params)
+
+
+def test_the_step_differentiates_the_trained_params_alone():
+    """The gradient of the trained leaves is the full gradient's; the frozen ones' is zero."""
+    from jaxformer.train.optim import labels
+    from jaxformer.train.step import loss_and_grad
+
+    cfg = TrainConfig.preset("tiny", freeze="embed.*,blocks.attn.W_Q")
+    model = build(C)
+    params = model.init(jax.random.key(0))
+    x = jax.random.randint(jax.random.key(1), (1, 4, C.context + 1), 0, C.vocab_size)
+    m_all, g_all = jax.jit(loss_and_grad(model))(params, x)
+    m_some, g_some = jax.jit(loss_and_grad(model, trained=labels(cfg)))(params, x)
+    assert float(m_some["loss"]) == float(m_all["loss"])
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_all), jax.tree.leaves(g_some)):
+        key = jax.tree_util.keystr(path)
+        if "'embed'" in key or "'W_Q'" in key:
+            assert not np.any(b), key
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9, err_msg=key)
