@@ -56,6 +56,7 @@ def loss_and_grad(model: Map, compute_dtype: str = "float32", trained=None):
     model = unrolled(model)
     J = lambda p, x: L.objective(model, p, x, compute_dtype)
     grad_fn = jax.grad(J, has_aux=True) if trained is None else _grad_of_trained(J, trained)
+
     def loss_and_grad(params, batch_MbT1):
         M = jax.tree.leaves(batch_MbT1)[0].shape[0]
         first = jax.tree.map(lambda a: a[0], batch_MbT1)
