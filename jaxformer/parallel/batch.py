@@ -54,9 +54,11 @@ def check_batch(shape: tuple[int, ...], mesh: Mesh) -> None:
 
 
 def global_batch(local_MbT1: np.ndarray, mesh: Mesh) -> jax.Array:
-    """This process's part [M, b/n, T+1] of a batch → the global batch [M, b, T+1]."""
+    """This process's part [M, b/n, T+1] of a batch → the global batch [M, b, T+1] (ids as
+    int32; a packed batch's masks, [M, b/n, T] bool, as they are)."""
     local = np.asarray(local_MbT1)
-    if local.ndim != 3 or not np.issubdtype(local.dtype, np.integer):
+    mask = local.dtype == np.bool_
+    if local.ndim != 3 or not (mask or np.issubdtype(local.dtype, np.integer)):
         raise ValueError(
             f"a process's batch is [M, b/n, T+1] integer token ids, got {local.dtype}{local.shape}"
         )
@@ -64,7 +66,7 @@ def global_batch(local_MbT1: np.ndarray, mesh: Mesh) -> jax.Array:
     M, b, T1 = local.shape
     check_batch((M, b * n, T1), mesh)
     return jax.make_array_from_process_local_data(
-        R.batch_sharding(mesh), local.astype(np.int32), (M, b * n, T1)
+        R.batch_sharding(mesh), local if mask else local.astype(np.int32), (M, b * n, T1)
     )
 
 

@@ -1,12 +1,17 @@
 """Training on JSONL documents from the CLI: the run packs them (and says how well), a run
-stopped by SIGTERM and resumed is the uninterrupted run bit for bit, and its val loss is
-the loss over the responses alone, as an eval of the saved model computes it here."""
+stopped by SIGTERM and resumed is the uninterrupted run bit for bit, on two devices it is the
+one-device run, and its val loss is the loss over the responses alone, as an eval of the
+saved model computes it here."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import with_devices
 
 from jaxformer.cli import main
 from jaxformer.models import build
@@ -16,7 +21,7 @@ from jaxformer.train.data import bundled_corpus
 from jaxformer.train.packing import eos_id, pack, tokenize
 from jaxformer.train.report import read_metrics
 
-pytestmark = pytest.mark.slow  # three short training runs
+pytestmark = pytest.mark.slow  # four short training runs (one on a mesh of two devices)
 
 STEPS = 4
 FAULT = "JAXFORMER_FAULT_AT_STEP"  # "N:TERM": the loop sends itself SIGTERM after step N
@@ -48,7 +53,7 @@ def runs(tmp_path_factory):
         assert main([*args(root / "cut"), "--resume"]) == 0
     finally:
         mp.undo()
-    return root
+    return root, args
 
 
 def _params(run):
@@ -60,7 +65,7 @@ def _params(run):
 
 
 def test_a_resumed_packed_run_is_the_uninterrupted_run_bit_for_bit(runs):
-    root = runs
+    root, _ = runs
     key = lambda r: (r["step"], r.get("loss"), r.get("val_loss"))
     whole, cut = (read_metrics(root / r / "metrics.jsonl") for r in ("whole", "cut"))
     assert [key(r) for r in cut] == [key(r) for r in whole]
@@ -69,7 +74,7 @@ def test_a_resumed_packed_run_is_the_uninterrupted_run_bit_for_bit(runs):
 
 
 def test_the_val_loss_is_over_the_val_responses(runs):
-    root = runs
+    root, _ = runs
     config, params, tok = _params(root / "whole")
     lines = (root / "docs.jsonl").read_text().splitlines()
     recs = [json.loads(x) for x in lines]
@@ -96,3 +101,22 @@ def test_the_val_loss_is_over_the_val_responses(runs):
     assert last["step"] == STEPS
     assert last["val_loss"] == pytest.approx(total / count, rel=1e-5)
     assert (pack(docs, T)[0].segments.max(1) > 1).any()  # windows that hold several documents
+
+
+def test_on_a_mesh_of_two_devices_the_packed_run_is_the_one_device_run(runs):
+    """data=2: each device reads half of every micro-batch's windows (their tokens, segment
+    ids and masks), in a subprocess whose jax starts with two CPU devices."""
+    root, args = runs
+    argv = [*args(root / "mesh"), "--mesh", "data=2"]
+    env = os.environ | {"XLA_FLAGS": with_devices(2)}
+    code = "import sys; from jaxformer.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data=2" in r.stdout
+    one, two = (read_metrics(root / r / "metrics.jsonl") for r in ("whole", "mesh"))
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    for a, b in zip(one, two):
+        for k in ("loss", "val_loss"):
+            if k in a:
+                assert b[k] == pytest.approx(a[k], rel=1e-5), (k, a, b)

@@ -143,8 +143,8 @@ def test_the_final_eval_is_the_numpy_score_of_the_last_checkpoint(runs, corpus):
 def test_nan_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, monkeypatch, capsys):
     real = step_module.make_train_step
 
-    def poisoned(model, opt, dtype):
-        step, calls = real(model, opt, dtype), [0]
+    def poisoned(model, opt, dtype, trained=None):
+        step, calls = real(model, opt, dtype, trained), [0]
 
         def run(params, opt_state, batch):
             calls[0] += 1
