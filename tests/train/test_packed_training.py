@@ -11,7 +11,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import with_devices
 
 from jaxformer.cli import main
 from jaxformer.models import build
@@ -108,7 +107,8 @@ def test_on_a_mesh_of_two_devices_the_packed_run_is_the_one_device_run(runs):
     ids and masks), in a subprocess whose jax starts with two CPU devices."""
     root, args = runs
     argv = [*args(root / "mesh"), "--mesh", "data=2"]
-    env = os.environ | {"XLA_FLAGS": with_devices(2)}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = os.environ | {"XLA_FLAGS": flags.strip()}  # the suite's flags, and two devices
     code = "import sys; from jaxformer.cli import main; sys.exit(main(sys.argv[1:]))"
     r = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
                        text=True, timeout=600)  # fmt: skip
