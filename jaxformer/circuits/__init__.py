@@ -3,14 +3,18 @@
 Pure functions of ``(model, params)`` and a trace: per-head circuits as factored
 matrices, the path expansion of the logits and of the attention scores,
 composition scores, head detectors, weight processing that leaves the function
-unchanged, direct logit attribution, the logit lens, activation patching and plots.
+unchanged, direct logit attribution, the logit lens, activation patching, the edits a
+splice inserts (steering, ablations, an SAE's reconstruction), gradient attribution
+(attribution patching, EAP-IG) and plots.
 """
 
 from ..layers import Normalise
 from .anatomy import Anatomy, points_of, untied
 from .attribution import direct_logit_attribution, logit_lens, writes
 from .composition import composition_score, composition_scores, null_composition_scores
+from .edits import ablate, ablate_head, reconstruct, steer
 from .factored import FactoredMatrix
+from .gradients import attribution_patching, integrated_gradients
 from .heads import (
     copying_scores,
     induction_scores,
@@ -32,6 +36,12 @@ from .processing import (
 from .weights import W_OV, W_QK, position_QK, token_OV, token_QK
 
 __all__ = [
+    "ablate",
+    "ablate_head",
+    "attribution_patching",
+    "integrated_gradients",
+    "reconstruct",
+    "steer",
     "Anatomy",
     "FactoredMatrix",
     "Normalise",

@@ -4,6 +4,7 @@ from .combinators import Compose, Parallel, Residual, compose, parallel, residua
 from .faces import FaceError, require
 from .map import DISPLAY, Cache, Map, Param, Params, Trace, is_param, materialize
 from .spaces import Real, ShapeError, Space, Tokens
+from .splice import Spliced, space_at, splice, with_splice
 from .stacks import Pattern, Repeat, pattern, repeat
 from .term import Term, per_token, tex_name, tex_number, tex_param
 from .wrappers import Scope, Tie, Tokenwise, Wrapper, scope, tie, tokenwise, untie
@@ -24,6 +25,7 @@ __all__ = [
     "Scope",
     "ShapeError",
     "Space",
+    "Spliced",
     "Term",
     "Tie",
     "Tokens",
@@ -40,10 +42,13 @@ __all__ = [
     "require",
     "residual",
     "scope",
+    "space_at",
+    "splice",
     "tex_name",
     "tex_number",
     "tex_param",
     "tie",
     "tokenwise",
     "untie",
+    "with_splice",
 ]

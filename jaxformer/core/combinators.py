@@ -78,6 +78,24 @@ class Compose(Map):
             points.update(p)
         return x, points
 
+    def points(self):
+        return [n for m in reversed(self.maps) for n in m.points()]
+
+    def select(self, params, x, want, stop):
+        got: Trace = {}
+        for i, m in enumerate(reversed(self.maps)):
+            mine = want.intersection(m.points())
+            # m may stop early if nothing wanted comes after it
+            last = stop and want <= got.keys() | mine
+            if mine:
+                x, p = m.select(m.own(params), x, mine, last)
+                got.update(p)
+            else:
+                x = m(m.own(params), x)
+            if x is None or (last and i + 1 < len(self.maps)):
+                return None, got
+        return x, got
+
     @property
     def inline(self) -> bool:
         """An unnamed composite (``attn∘ln1``): describe shows its maps in its place."""
@@ -157,6 +175,20 @@ class Residual(_Endo):
         y = x + w
         return y, {**points, self.name: y}
 
+    def points(self):
+        return [*self.f.points(), self.name]
+
+    def select(self, params, x, want, stop):
+        inner = want - {self.name}
+        if not inner:
+            w, got = self.f(self.f.own(params), x), {}
+        else:
+            w, got = self.f.select(self.f.own(params), x, inner, stop and inner == want)
+            if w is None:
+                return None, got
+        y = x + w
+        return y, got | ({self.name: y} if self.name in want else {})
+
     def term(self, T, x):
         f, tf = self.f.label()
         text, tex = f"{x} ↦ {x} + {f}({x})", rf"{x} \mapsto {x} + {tf}({x})"
@@ -216,6 +248,19 @@ class Parallel(Map):
             points.update(p)
         y = sum(ys)
         return y, {**points, self.name: y}
+
+    def points(self):
+        return [*(n for m in self.maps for n in m.points()), self.name]
+
+    def select(self, params, x, want, stop):
+        ys, got = [], {}
+        for m in self.maps:  # the sum needs every summand: none stops early
+            mine = want.intersection(m.points())
+            y, p = m.select(m.own(params), x, mine, False) if mine else (m(m.own(params), x), {})
+            ys.append(y)
+            got.update(p)
+        y = sum(ys)
+        return y, got | ({self.name: y} if self.name in want else {})
 
     def term(self, T, x):
         parts = [m.label() for m in self.maps]

@@ -15,6 +15,8 @@ the nesting of the combinators. ``Repeat`` and ``Scope`` open a new namespace.
 ``trace(params, x)`` returns ``(y, points)``: ``points`` maps each named map to
 the point it produced (a leaf may add internals such as ``"attn.pattern"``),
 the residual stream at every stage, with no hooks and no mutation.
+``trace(params, x, points=["blocks.3.resid_mid"])`` keeps only the named points (flat
+names, globs allowed: ``points()`` lists them) and computes nothing past the last one.
 
 A map carries its own *faces*, what each capability needs of it, so a new layer is
 one file: ``term`` (its formula and FLOPs, for describe), ``decode`` and
@@ -26,6 +28,8 @@ lacks a face it needs refuses at once, naming the map (``faces.require``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -138,15 +142,66 @@ class Map:
         self.codomain.check(y, f"{self.name} (output)", env)
         return y
 
-    def trace(self, params: Params, x: jax.Array) -> tuple[jax.Array, Trace]:
+    def trace(
+        self, params: Params, x: jax.Array, points=None, stop: bool = True
+    ) -> tuple[jax.Array | None, Trace]:
+        """``(f(x), every point)``; with ``points`` (flat names or globs such as
+        ``"blocks.*.resid_post"``) ``(f(x), {name: point})`` for those alone, and with
+        ``stop`` (the default) nothing past the last of them is computed: f(x) is then
+        ``None`` unless a point needs the whole pass."""
         env = self._check_in(x)
-        y, points = self.forward(params, x)
-        self.codomain.check(y, f"{self.name} (output)", env)
-        return y, points
+        if points is None:
+            y, out = self.forward(params, x)
+        else:
+            y, out = self.select(params, x, self.resolve(points), stop)
+        if y is not None:
+            self.codomain.check(y, f"{self.name} (output)", env)
+        return y, out
+
+    def resolve(self, patterns) -> frozenset[str]:
+        """The point names matched by ``patterns`` (a name, a glob, or a list of them);
+        a pattern that matches nothing is refused, with the names that look like it."""
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        names = self.points()
+        found = set()
+        for pat in patterns:
+            hit = fnmatch.filter(names, pat) if any(c in pat for c in "*?[") else [pat]
+            if not set(hit) <= set(names) or not hit:
+                near = difflib.get_close_matches(pat.replace("*", "0"), names, 4, 0.5) or names[:4]
+                raise KeyError(
+                    f"{self.name}: no point matches {pat!r}; points are named like {near} "
+                    f"(all {len(names)}: model.points())"
+                )
+            found.update(hit)
+        return frozenset(found)
 
     def _check_in(self, x) -> dict:
         self.domain.validate(x, self.name)
         return self.domain.check(x, f"{self.name} (input)")
+
+    # -- selective traces ---------------------------------------------------------
+    def points(self) -> list[str]:
+        """The flat names of the points its trace records, relative to its parent's
+        namespace (``"attn.z"``; a repeat's ``"blocks.3.attn.z"``)."""
+        return list(self.trace_points())
+
+    def select(self, params: Params, x, want: frozenset[str], stop: bool):
+        """``(f(x), {name: point for name in want})``. With ``stop`` it may return ``None``
+        for f(x) once it holds every wanted point (the rest of the pass is not computed).
+        A leaf asked for its output alone is applied (a blockwise attention stays
+        blockwise); asked for an internal, it runs its traced form."""
+        if want <= {self.name}:
+            y = self.apply(params, x)
+            return y, ({self.name: y} if want else {})
+        y, points = self.forward(params, x)
+        return y, {k: v for k, v in points.items() if k in want}
+
+    def shared(self) -> frozenset[str]:
+        """Keys of its parameters that an enclosing repeat files once for every layer
+        rather than stacked per layer (a splice's map, ``core.splice``)."""
+        if self.namespace:
+            return frozenset()
+        return frozenset().union(*(c.shared() for c in self.children()))
 
     # -- structure -------------------------------------------------------------
     def children(self) -> tuple[Map, ...]:
@@ -229,6 +284,16 @@ class Map:
     def trace_points(self) -> tuple[str, ...]:
         """The keys its own ``forward`` adds to a trace."""
         return (self.name,)
+
+    def split(self, key: str) -> tuple[Callable, Callable]:
+        """f = after ∘ before through its internal point ``key``: ``before(params, x) = v``
+        and ``after(params, x, v) = f(x)``, so a splice can edit v (attention's head
+        results ``"attn.z"``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not factor through {key!r}")
+
+    def point_space(self, key: str) -> Space:
+        """The space of its internal point ``key`` (one that ``split`` factors through)."""
+        raise NotImplementedError(f"{type(self).__name__} does not factor through {key!r}")
 
     def cache_spec(self, S: int) -> dict:
         """The shapes of its decode cache with S slots (beside its children's)."""

@@ -46,7 +46,25 @@ class Repeat(_Endo):
 
     def spec(self):
         stack = lambda p: Param((self.L, *p.shape), ("L", *p.axes), p.std, p.fill)
-        return jax.tree.map(stack, self.f.spec_in(), is_leaf=is_param)
+        spec, shared = self._split(self.f.spec_in())
+        for m in self.children():  # a pattern's kinds may each share their own
+            shared |= self._split(m.spec_in())[1]
+        return jax.tree.map(stack, spec, is_leaf=is_param) | shared
+
+    def _split(self, params: Params) -> tuple[Params, Params]:
+        """(the per-layer params, stacked on L; those filed once for every layer)."""
+        shared = self.f.shared() | frozenset().union(*(m.shared() for m in self.children()))
+        return (
+            {k: v for k, v in params.items() if k not in shared},
+            {k: v for k, v in params.items() if k in shared},
+        )
+
+    def _scan(self, block, x, params, xs=()):
+        """``lax.scan`` of ``block(x, layer's params, *xs_l)`` over the layers; the shared
+        params reach every layer through the closure."""
+        stacked, shared = self._split(params)
+        step = lambda x, p: block(x, p[0] | shared, *p[1:])
+        return jax.lax.scan(step, x, (stacked, *xs), unroll=self.unrolled)
 
     def _block(self, traced: bool, f: Map | None = None) -> Callable:
         f = f or self.f
@@ -62,12 +80,76 @@ class Repeat(_Endo):
         return jax.checkpoint(block, policy=policy)
 
     def apply(self, params, x):
-        return jax.lax.scan(self._block(False), x, params, unroll=self.unrolled)[0]
+        return self._scan(self._block(False), x, params)[0]
 
     def forward(self, params, x):
         """Points are stacked over layers: ``points[name][k]`` has a leading L axis."""
-        y, points = jax.lax.scan(self._block(True), x, params, unroll=self.unrolled)
+        y, points = self._scan(self._block(True), x, params)
         return y, {self.name: points}
+
+    def points(self):
+        return [f"{self.name}.{l}.{n}" for l in range(self.L) for n in self._layer(l).points()]
+
+    def _layer(self, l: int) -> Map:
+        return self.f
+
+    def _selector(self, keys: frozenset[str]) -> Callable:
+        """A layer's selective trace ``(x, params, l) → (y, {key: point})``."""
+        return lambda x, p, l: self.f.select(self.f.own(p), x, keys, False)
+
+    def select(self, params, x, want, stop):
+        """The layers up to the last wanted one (all of them without ``stop``), scanned:
+        a point wanted at every scanned layer is stacked by the scan, one wanted at some
+        layers is written into a buffer of those layers alone (the carry), so no other
+        layer's internals are kept. With ``stop`` the last wanted layer runs alone, and
+        stops where its last point is."""
+        cut = len(self.name) + 1
+        at: dict[str, list[int]] = {}
+        for n in want:
+            l, key = n[cut:].split(".", 1)
+            at.setdefault(key, []).append(int(l))
+        top = max(l for ls in at.values() for l in ls)
+        upto = top if stop else self.L  # the scanned layers: 0 … upto-1
+        got: dict = {}
+        if upto:
+            got, x = self._select_scan(params, x, at, upto)
+        if stop:
+            stacked, shared = self._split(params)
+            p = jax.tree.map(lambda a: a[top], stacked) | shared
+            f = self._layer(top)
+            x, last = f.select(f.own(p), x, frozenset(k for k, ls in at.items() if top in ls), True)
+            got |= {f"{self.name}.{top}.{k}": v for k, v in last.items()}
+        return x, got
+
+    def _select_scan(self, params, x, at: dict[str, list[int]], upto: int):
+        keys = frozenset(k for k, ls in at.items() if min(ls) < upto)
+        every = {k for k in keys if set(range(upto)) <= set(at[k])}
+        some = {k: sorted(l for l in at[k] if l < upto) for k in keys - every}
+        trace = self._selector(keys)
+        stacked, shared = self._split(params)
+        # layer l's params are sliced inside the loop: slicing the stack to the scanned
+        # layers first would copy them
+        layer = lambda l: jax.tree.map(lambda a: a[l], stacked) | shared
+        shape = jax.eval_shape(trace, x, layer(0), 0)[1]
+        bufs = {k: jnp.zeros((len(ls), *shape[k].shape), shape[k].dtype) for k, ls in some.items()}
+        # slot[k][l]: where layer l's point k goes in its buffer (-1: not kept)
+        index = lambda ls: jnp.asarray([ls.index(l) if l in ls else -1 for l in range(upto)])
+        slot = {k: index(ls) for k, ls in some.items()}
+
+        def block(carry, l):
+            x, bufs = carry
+            y, points = trace(x, layer(l), l)
+            for k, b in bufs.items():
+                i = jnp.maximum(slot[k][l], 0)
+                kept = jnp.where(slot[k][l] >= 0, points[k], b[i])
+                bufs = bufs | {k: jax.lax.dynamic_update_index_in_dim(b, kept, i, 0)}
+            return (y, bufs), {k: points[k] for k in every}
+
+        (x, bufs), ys = jax.lax.scan(block, (x, bufs), jnp.arange(upto), unroll=self.unrolled)
+        name = lambda l, k: f"{self.name}.{l}.{k}"
+        got = {name(l, k): ys[k][l] for k in every for l in range(upto)}
+        got |= {name(l, k): bufs[k][i] for k, ls in some.items() for i, l in enumerate(ls)}
+        return got, x
 
     def unroll(self) -> Compose:
         """f_{L-1} ∘ … ∘ f_0 as a composite whose params are ``unstack(params)``."""
@@ -101,11 +183,10 @@ class Repeat(_Endo):
                 x, cache = self.f.decode_in(p, cache, x, positions, (*layer, l))
             return x, cache
 
-        def one(x_c, p_l):
-            p, l = p_l
+        def one(x_c, p, l):
             return self.f.decode_in(p, x_c[1], x_c[0], positions, (*layer, l)), None
 
-        return jax.lax.scan(one, (x, cache), (params, jnp.arange(self.L)))[0]
+        return self._scan(one, (x, cache), params, (jnp.arange(self.L),))[0]
 
 
 def _is_shape(x) -> bool:
@@ -146,7 +227,9 @@ class Pattern(Repeat):
             )
         if len(self.labels) != len(self.kinds) or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"pattern: labels={self.labels} must name each kind once")
-        shape = lambda m: jax.tree.map(lambda p: (p.shape, p.axes), m.spec_in(), is_leaf=is_param)
+        shape = lambda m: jax.tree.map(
+            lambda p: (p.shape, p.axes), self._split(m.spec_in())[0], is_leaf=is_param
+        )
         for m in self.kinds:
             spaces = m.domain.same_as(self.f.domain) and m.codomain.same_as(self.f.codomain)
             if shape(m) != shape(self.f) or not spaces:
@@ -168,21 +251,24 @@ class Pattern(Repeat):
 
     def _block(self, traced: bool, f: Map | None = None) -> Callable:
         branches = [Repeat._block(self, traced, m) for m in self.kinds]
-
-        def block(x, p_kind):
-            p, kind = p_kind
-            return jax.lax.switch(kind, branches, x, p)
-
-        return block
+        if traced:
+            return lambda x, p, kind: _switch(kind, branches, x, p)
+        return lambda x, p, kind: jax.lax.switch(kind, branches, x, p)
 
     def apply(self, params, x):
-        xs = (params, jnp.asarray(self.kind))
-        return jax.lax.scan(self._block(False), x, xs, unroll=self.unrolled)[0]
+        return self._scan(self._block(False), x, params, (jnp.asarray(self.kind),))[0]
 
     def forward(self, params, x):
-        xs = (params, jnp.asarray(self.kind))
-        y, points = jax.lax.scan(self._block(True), x, xs, unroll=self.unrolled)
+        y, points = self._scan(self._block(True), x, params, (jnp.asarray(self.kind),))
         return y, {self.name: points}
+
+    def _layer(self, l):
+        return self.kinds[self.kind[l]]
+
+    def _selector(self, keys):
+        branches = [lambda x, p, m=m: m.select(m.own(p), x, keys, False) for m in self.kinds]
+        kind = jnp.asarray(self.kind)
+        return lambda x, p, l: _switch(kind[l], branches, x, p)
 
     def unroll(self) -> Compose:
         return Compose(
@@ -230,12 +316,29 @@ class Pattern(Repeat):
         present = [i for i in range(len(self.kinds)) if self.count(i)]  # the cached kinds
         branches = [one(i) for i in present]
 
-        def scan_one(x_c, p_l):
-            p, kind, j = p_l
+        def scan_one(x_c, p, kind, j):
             return jax.lax.switch(kind, branches, x_c[0], x_c[1], p, j), None
 
-        xs = (params, jnp.asarray([present.index(k) for k in self.kind]), jnp.asarray(idx))
-        return jax.lax.scan(scan_one, (x, cache), xs)[0]
+        xs = (jnp.asarray([present.index(k) for k in self.kind]), jnp.asarray(idx))
+        return self._scan(scan_one, (x, cache), params, xs)[0]
+
+
+def _switch(i, branches, x, p):
+    """``lax.switch`` of traced blocks whose points differ (a spliced layer's kind records
+    its splice's points too): each branch gives every kind's points, zeros where it has none.
+    """
+    shapes = {}
+    for b in branches:
+        shapes |= jax.eval_shape(b, x, p)[1]
+
+    def padded(b):
+        def run(x, p):
+            y, points = b(x, p)
+            return y, {k: points.get(k, jnp.zeros(s.shape, s.dtype)) for k, s in shapes.items()}
+
+        return run
+
+    return jax.lax.switch(i, [padded(b) for b in branches], x, p)
 
 
 def pattern(kinds, kind, labels, name: str = "blocks", remat=None, unrolled: bool = False):

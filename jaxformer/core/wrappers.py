@@ -61,6 +61,14 @@ class Wrapper(Map):
     def forward(self, params, x):
         return self.f.trace(self.inner(params), x)
 
+    def points(self):
+        return self.f.points()
+
+    def select(self, params, x, want, stop):
+        if type(self).apply is not Wrapper.apply:  # it changes how f is called: run it whole
+            return Map.select(self, params, x, want, stop)
+        return self.f.select(self.inner(params), x, want, stop)
+
     # faces: those of f
     def label(self):
         return self.f.label()
@@ -125,6 +133,14 @@ class Scope(Wrapper):
     def forward(self, params, x):
         y, points = self.f.trace(self.inner(params), x)
         return y, {self.name: points}
+
+    def points(self):
+        return [f"{self.name}.{n}" for n in self.f.points()]
+
+    def select(self, params, x, want, stop):
+        cut = len(self.name) + 1
+        y, got = self.f.select(self.inner(params), x, frozenset(n[cut:] for n in want), stop)
+        return y, {f"{self.name}.{n}": v for n, v in got.items()}
 
     def label(self):
         return Map.label(self)

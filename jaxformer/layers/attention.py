@@ -222,16 +222,32 @@ class Attention(Map):
         return y, {n: y, f"{n}.scores": s, f"{n}.pattern": A, f"{n}.z": z}
 
     def apply(self, params, x_Td):
+        return self.out(params, self.results(params, x_Td))
+
+    def results(self, params, x_Td):
+        """Each head's result z^h = A^h v^{g(h)}, computed the way ``how`` says.
+        [T,d] → [H,T,k]"""
         how = self.how(x_Td.shape[0], x_Td.dtype)
         if how == "dense":
-            return self.forward(params, x_Td)[0]
+            return self.forward(params, x_Td)[1][f"{self.name}.z"]
         q, k, v = self.qkv(params, x_Td)
         kw = dict(causal=self.causal, window=self.window, softcap=self.softcap, scale=self.scale)
         if how == "sdpa":
-            return self.out(params, sdpa_attention(q, k, v, **kw))
+            return sdpa_attention(q, k, v, **kw)
         docs = current()
         seg = None if docs is None else docs.segments
-        return self.out(params, blockwise_attention(q, k, v, **kw, block=self.block, segments=seg))
+        return blockwise_attention(q, k, v, **kw, block=self.block, segments=seg)
+
+    def split(self, key):
+        """Through the heads' results: A = out ∘ heads, so a splice edits z^h."""
+        if key != f"{self.name}.z":
+            return super().split(key)
+        return self.results, lambda params, x, z: self.out(params, z)
+
+    def point_space(self, key):
+        if key != f"{self.name}.z":
+            return super().point_space(key)
+        return Real(self.H, "T", self.k)
 
     def how(self, T: int, dtype=jnp.float32) -> str:
         """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (cuDNN's fused
