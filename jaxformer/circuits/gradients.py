@@ -4,11 +4,13 @@ For a metric m of the logits and a point x, clean x_c and corrupt x_r, patching 
 changes m by
 
     Δm ≈ (x_c − x_r) · ∂m/∂x |_corrupt                      attribution patching
-    Δm ≈ (x_c − x_r) · (1/S) Σ_s ∂m/∂x |_{α_s}              integrated gradients (EAP-IG)
+    Δm ≈ (x_c − x_r) · (1/S) Σ_s ∂m/∂x |_{α_s}              integrated gradients
 
-where the second averages the gradient along the straight path of the *inputs* from the
-corrupt embeddings to the clean ones, e_r + α (e_c − e_r), at the midpoints
-α_s = (s + ½)/S (Hanna et al. 2024). The dot product sums over the point's feature axis
+where the second averages the gradient at the midpoints α_s = (s + ½)/S of a straight
+path from corrupt to clean: of the *inputs*, e_r + α (e_c − e_r), one path for every point
+(EAP-IG, Hanna et al. 2024), or of each point itself, x_r + α (x_c − x_r) with the rest
+of the pass recomputed (Marks et al. 2024), whose sum over the point is then the real
+patching effect of the whole point. The dot product sums over the point's feature axis
 (d, or k for a head's result), so a stream point gives [T] and ``"attn.z"`` gives [H, T]
 (sum over T for a head's total). Exact when m is linear in the point.
 
@@ -30,6 +32,7 @@ from ..models import validate_tokens
 from .edits import _Edit
 
 OFFSET = "delta"
+PATHS = ("inputs", "points")
 
 
 @dataclass(frozen=True, repr=False)
@@ -51,19 +54,25 @@ class Offset(_Edit):
 def attribution_patching(model, params, clean, corrupt, metric: Callable, points) -> dict:
     """{point: (x_c − x_r) · ∂m/∂x at the corrupt run}, [T] or [H, T] per point.
     ``points``: names or globs from ``model.points()`` ("blocks.*.attn.z")."""
-    return _attribute(model, params, clean, corrupt, metric, points, steps=None)
+    return _attribute(model, params, clean, corrupt, metric, points, ig=None)
 
 
 def integrated_gradients(
-    model, params, clean, corrupt, metric: Callable, points, steps: int = 16
+    model, params, clean, corrupt, metric: Callable, points, steps: int = 16, path="inputs"
 ) -> dict:
-    """{point: (x_c − x_r) · mean over the input path of ∂m/∂x}: EAP-IG, [T] or [H, T]."""
+    """{point: (x_c − x_r) · the mean of ∂m/∂x along a path from corrupt to clean}, [T] or
+    [H, T]. ``path="inputs"``: the embeddings' path, one for every point (EAP-IG);
+    ``path="points"``: each point's own, x_r + α (x_c − x_r) with the rest of the pass
+    recomputed from it: its sum over the point is then exactly patching the whole point,
+    to the midpoint rule's error (one pass per point)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"integrated_gradients: steps must be an int >= 1, got {steps!r}")
-    return _attribute(model, params, clean, corrupt, metric, points, steps)
+    if path not in PATHS:
+        raise ValueError(f"integrated_gradients: path must be one of {PATHS}, got {path!r}")
+    return _attribute(model, params, clean, corrupt, metric, points, (steps, path))
 
 
-def _attribute(model: Map, params: Params, clean, corrupt, metric, points, steps):
+def _attribute(model: Map, params: Params, clean, corrupt, metric, points, ig):
     clean, corrupt = validate_tokens(model, clean), validate_tokens(model, corrupt)
     if clean.ndim != 1 or clean.shape != corrupt.shape:
         raise ValueError(
@@ -74,7 +83,7 @@ def _attribute(model: Map, params: Params, clean, corrupt, metric, points, steps
         raise ValueError("attribution: metric must be a function of the logits [T, V] to a scalar")
     names, e = sorted(model.resolve(points)), model.points()[0]  # e: the embeddings
     sites = _sites(model, names)  # splice point → (the names it answers, its layers or None)
-    if steps is not None:
+    if ig is not None:
         sites.setdefault(e, ([], None))
     probe, T = model, clean.shape[0]
     for at in sites:
@@ -82,26 +91,39 @@ def _attribute(model: Map, params: Params, clean, corrupt, metric, points, steps
     trace = jax.jit(lambda x: model.trace(params, x, points=sorted({*names, e}))[1])
     xc, xr = trace(jnp.asarray(clean)), trace(jnp.asarray(corrupt))
     zero = {at: _zeros(xr, at, ns, L) for at, (ns, L) in sites.items()}
+    where = {n: (at, L) for at, (ns, L) in sites.items() for n in ns} | {e: (e, None)}
 
-    def m(deltas, alpha):
-        if steps is not None:  # the inputs along the path from corrupt to clean
-            deltas = deltas | {e: deltas[e] + alpha * (xc[e] - xr[e])}
+    def moved(n):
+        """The offsets that move point n alone from corrupt to clean."""
+        at, L = where[n]
+        d = xc[n] - xr[n]
+        return zero | {at: d if L is None else zero[at].at[int(n.split(".")[1])].set(d)}
+
+    def m(deltas):
         p = params
         for at, d in deltas.items():
             p = with_splice(p, at, {OFFSET: d})
         return metric(probe(p, jnp.asarray(corrupt)))
 
-    if steps is None:
-        g = jax.jit(jax.grad(m))(zero, 0.0)
+    @jax.jit
+    def mean_grad(direction, alphas):  # the mean of ∇m at α · direction over the alphas
+        g = jax.vmap(lambda a: jax.grad(m)(jax.tree.map(lambda d: a * d, direction)))(alphas)
+        return jax.tree.map(lambda x: x.mean(0), g)
+
+    if ig is None:
+        grads = dict.fromkeys(names, mean_grad(zero, jnp.zeros(1)))
     else:
-        along = jax.vmap(jax.grad(m), (None, 0))
-        mean = lambda a: jax.tree.map(lambda x: x.mean(0), along(zero, a))
-        g = jax.jit(mean)((jnp.arange(steps) + 0.5) / steps)
+        steps, path = ig
+        alphas = (jnp.arange(steps) + 0.5) / steps
+        if path == "inputs":
+            grads = dict.fromkeys(names, mean_grad(moved(e), alphas))
+        else:
+            grads = {n: mean_grad(moved(n), alphas) for n in names}
     out = {}
-    for at, (ns, L) in sites.items():
-        for n in ns:
-            grad_n = g[at] if L is None else g[at][int(n.split(".")[1])]
-            out[n] = jnp.sum((xc[n] - xr[n]) * grad_n, axis=-1)  # over d (or k)
+    for n in names:
+        at, L = where[n]
+        g = grads[n][at] if L is None else grads[n][at][int(n.split(".")[1])]
+        out[n] = jnp.sum((xc[n] - xr[n]) * g, axis=-1)  # over d (or k)
     return out
 
 

@@ -129,7 +129,8 @@ class Repeat(_Endo):
         stacked, shared = self._split(params)
         # layer l's params are sliced inside the loop: slicing the stack to the scanned
         # layers first would copy them
-        layer = lambda l: jax.tree.map(lambda a: a[l], stacked) | shared
+        at = lambda a, l: jax.lax.dynamic_index_in_dim(a, l, keepdims=False)  # numpy too
+        layer = lambda l: jax.tree.map(lambda a: at(a, l), stacked) | shared
         shape = jax.eval_shape(trace, x, layer(0), 0)[1]
         bufs = {k: jnp.zeros((len(ls), *shape[k].shape), shape[k].dtype) for k, ls in some.items()}
         # slot[k][l]: where layer l's point k goes in its buffer (-1: not kept)

@@ -73,12 +73,32 @@ def test_integrated_gradients_approach_the_total_effect_of_the_inputs():
     assert abs(float(one["embed"].sum()) - float(total)) > 1e-2  # first order is not enough
 
 
+def test_integrated_gradients_on_each_points_own_path_sum_to_patching_the_point():
+    """path="points": along x_r + α (x_c − x_r) of one point, the gradient integrates to the
+    change of patching that whole point (every head, every position) into the corrupt run."""
+    model, params = make("gpt2")
+    names = [f"blocks.{l}.attn.z" for l in range(L)]
+    ig = integrated_gradients(model, params, CLEAN, CORRUPT, METRIC, names, 64, path="points")
+    _, clean = model.trace(params, CLEAN)
+    m = patched(model, "blocks.attn", at="z")
+    base = METRIC(model(params, CORRUPT))
+    for l in range(L):
+        mask = jnp.zeros((L, H, 1, 1)).at[l].set(1.0)
+        p = with_patch(params, "blocks.attn", clean["blocks"]["attn.z"], mask)
+        real = METRIC(m(p, CORRUPT)) - base
+        np.testing.assert_allclose(float(ig[names[l]].sum()), float(real), rtol=1e-2, atol=1e-3)
+    att = attribution_patching(model, params, CLEAN, CORRUPT, METRIC, names[:1])
+    assert abs(float(att[names[0]].sum() - ig[names[0]].sum())) > 1e-3  # not the first order
+
+
 def test_refusals():
     model, params = make("gpt2")
     with pytest.raises(ValueError, match="two single sequences of one length"):
         attribution_patching(model, params, CLEAN, CLEAN[:5], METRIC, ["embed"])
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
         integrated_gradients(model, params, CLEAN, CORRUPT, METRIC, ["embed"], steps=0)
+    with pytest.raises(ValueError, match="path must be one of"):
+        integrated_gradients(model, params, CLEAN, CORRUPT, METRIC, ["embed"], path="edges")
     with pytest.raises(KeyError, match="no point matches 'blocks.0.resid'"):
         attribution_patching(model, params, CLEAN, CORRUPT, METRIC, ["blocks.0.resid"])
     with pytest.raises(ValueError, match="outside the vocabulary"):

@@ -100,3 +100,22 @@ def test_03_finds_an_induction_head(tmp_path, monkeypatch):
     out = execute("03_circuits_induction.ipynb", tmp_path, monkeypatch, optimized=True)
     assert out["induction_score"] > 0.5, out
     assert out["induction_head"][0] == 1, out  # it needs a previous-token head below it
+
+
+def spearman(a, b):
+    """Spearman's rank correlation, by double argsort (no ties in these real numbers)."""
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.slow
+def test_05_attribution_ranks_the_heads_as_patching_does(tmp_path, monkeypatch):
+    out = execute("05_attribution_patching.ipynb", tmp_path, monkeypatch, optimized=True)
+    real, att, ig = (np.asarray(out[k]) for k in ("real", "attribution", "integrated"))
+    assert real.shape == att.shape == ig.shape == (8, 2, 4)
+    rho_att = [spearman(a.ravel(), r.ravel()) for a, r in zip(att, real)]
+    rho_ig = [spearman(g.ravel(), r.ravel()) for g, r in zip(ig, real)]
+    np.testing.assert_allclose(out["rho_attribution"], rho_att)  # what it reports
+    np.testing.assert_allclose(out["rho_ig"], rho_ig)
+    assert np.mean(rho_ig) >= np.mean(rho_att) and np.mean(rho_ig) > 0.8, (rho_att, rho_ig)
+    assert real[:, 1].max() > 1.0  # a layer-1 head carries the induction: patching matters
