@@ -1,7 +1,12 @@
 """Generation speed on CPU, in one run:
 
+  0. the machine's memory bandwidth (a STREAM-like copy of 256 MB), which
+     bounds decoding: a token reads every weight and the whole cache once, so its
+     roofline is (bytes read per token) / bandwidth; each figure below is given against it;
   1. per-token latency of a cached decode step at positions 16, 256 and 1024
-     (a fixed cache of ``--context`` slots: the cost must not grow with the position);
+     (a fixed cache of ``--context`` slots: the cost must not grow with the position),
+     with the weights as stored and laid out once before the loop (``laid_out``, as
+     ``generate`` does);
   2. the speedup of cached decoding over recompute-the-prefix decoding at T=512
      (one token = the model run on the 512-token prefix);
   3. greedy tokens/s of ``jaxformer.generate`` against transformers' ``generate``
@@ -32,6 +37,7 @@ import numpy as np
 from jaxformer import Config, build
 from jaxformer.core import untie
 from jaxformer.generate import decode_step, empty_cache, generate
+from jaxformer.generate.cache import laid_out, unstack
 
 MAX_LOGIT_DIFF = 1e-4  # float32 on both sides
 
@@ -62,10 +68,38 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def decode_latency(model, params, S: int, positions, repeats: int, k: int = 32) -> dict:
-    """Seconds per token of k cached decode steps from each position, in one jitted loop
-    on a cache of S slots (as inside ``generate``, so no per-call dispatch is counted)."""
+def bandwidth(repeats: int, threads: int, mb: int = 256) -> float:
+    """The machine's memory bandwidth, bytes/s: a STREAM-like copy of ``mb`` MB of float32
+    (read once, written once) by torch on ``threads`` threads, or XLA's y = 2x if faster
+    (XLA:CPU runs that loop on fewer threads), best of repeats."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.ones(mb * 2**20 // 4), torch.empty(mb * 2**20 // 4)
+    copy = 2 * a.numel() * 4 / best_time(lambda: b.copy_(a), repeats)
+    x = jnp.ones(mb * 2**20 // 4, jnp.float32)
+    scale = jax.jit(lambda x: 2 * x)
+    return max(copy, 2 * x.nbytes / best_time(lambda: scale(x).block_until_ready(), repeats))
+
+
+def bytes_per_token(model, params, S: int) -> int:
+    """What one decode step reads: every weight but the embedding tables (one row each) and
+    the whole cache of S slots (k and v of every layer: the slots past the position are
+    read, then masked)."""
     model, params = untie(model, params)
+    weights = sum(x.nbytes for x in jax.tree.leaves(params))
+    tables = params["embed"]["W_E"].nbytes + params.get("pos", {}).get("W_pos", np.zeros(0)).nbytes
+    cache = sum(x.nbytes for x in jax.tree.leaves(empty_cache(model, S)))
+    return weights - tables + cache
+
+
+def decode_latency(model, params, S: int, positions, repeats: int, k: int = 32, layout=True):
+    """Seconds per token of k cached decode steps from each position, in one jitted loop
+    on a cache of S slots (as inside ``generate``, so no per-call dispatch is counted);
+    ``layout``: the weights split and laid out once before the loop, as ``generate`` does."""
+    model, params = untie(model, params)
+    if layout:
+        params = laid_out(model, unstack(model, params))
 
     @functools.partial(jax.jit, donate_argnums=1)
     def steps(params, cache, pos):
@@ -178,12 +212,23 @@ def main() -> int:
     hf = hf_model(model, params)
     compile_s = check_same_model(model, params, hf, prompt, n)  # before any time is printed
 
+    bw = bandwidth(args.repeats, os.cpu_count())
+    roof = lambda S: bw / bytes_per_token(model, params, S)  # tokens/s
+    print(f"\n0. memory bandwidth (a copy of 256 MB, best of {args.repeats}): {bw / 1e9:.1f} GB/s")
+    per_token = bytes_per_token(model, params, c.context) / 1e6
+    print(f"   bytes per decode token: {per_token:.0f} MB with a cache of {c.context} slots: "
+          f"roofline {roof(c.context):.1f} tokens/s")  # fmt: skip
+
     positions = [p for p in (16, 256, 512, 1024) if p + 32 <= c.context]
     lat = decode_latency(model, params, c.context, positions, args.repeats)
+    stored = decode_latency(model, params, c.context, positions, args.repeats, layout=False)
     print(f"\n1. cached decode, 32 steps from each position, cache of {c.context} slots")
-    print("   (ms/token, best of repeats)")
+    print("   (ms/token, best of repeats; tokens/s as a fraction of the roofline)")
+    print("                   laid out once          as stored")
     for pos in positions:
-        print(f"   position {pos:5d}: {lat[pos] * 1e3:8.2f}")
+        a, b = lat[pos], stored[pos]
+        print(f"   position {pos:5d}: {a * 1e3:8.2f} ({1 / a / roof(c.context):4.0%})   "
+              f"{b * 1e3:8.2f} ({1 / b / roof(c.context):4.0%})")  # fmt: skip
 
     T = 512
     rec = recompute_latency(model, params, T, args.repeats)
@@ -193,10 +238,14 @@ def main() -> int:
 
     ours = ours_tokens_per_s(model, params, prompt, n, args.repeats)
     theirs = hf_tokens_per_s(hf, prompt, n, args.repeats, args.torch_threads)
-    print(f"\n3. greedy generate, prompt {args.prompt_len} tokens + {n} new (tokens/s, best)")
-    print(f"   jaxformer.generate              {ours:8.1f}   (compile: {compile_s:.1f} s)")
+    S = min(c.context, max(16, 1 << (args.prompt_len + n - 1).bit_length()))  # its cache
+    print(f"\n3. greedy generate, prompt {args.prompt_len} tokens + {n} new (tokens/s, best;")
+    print(f"   the fraction of the roofline with generate's cache of {S} slots)")
+    print(f"   jaxformer.generate              {ours:8.1f} ({ours / roof(S):4.0%})   "
+          f"(compile: {compile_s:.1f} s)")  # fmt: skip
     for t, tps in theirs.items():
-        print(f"   transformers, torch {t} thread(s) {tps:8.1f}   speedup {ours / tps:.1f}x")
+        print(f"   transformers, torch {t} thread(s) {tps:8.1f} ({tps / roof(S):4.0%})   "
+              f"jaxformer / transformers {ours / tps:.2f}x")  # fmt: skip
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 

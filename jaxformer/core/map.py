@@ -306,6 +306,12 @@ class Map:
             return self(params, x), {}
         raise NotImplementedError(f"{type(self).__name__} has no cached form")
 
+    def decode_layout(self, params: Params) -> Params:
+        """Its own params as its ``decode`` reads them inside a decode loop, computed once
+        before the loop (a layout the loop's matrix-vector products want); the default is
+        the params themselves. Only a leaf's is applied (``generate.cache.laid_out``)."""
+        return params
+
     # -- the same, as a parent files them -------------------------------------------------
     def cache_in(self, S: int) -> dict:
         c = self.cache_spec(S)

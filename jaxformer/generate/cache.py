@@ -12,8 +12,9 @@ on, so the cached composite is the same composite, each map in its cached form (
     Repeat       a scan over the stacked params *and* the stacked cache
     tokenwise    the map itself (embedding, norms, MLPs, unembedding act token by token)
 
-The cache is a pytree filed like the params: ``{"blocks": {"attn": {"k": [L,G,S,k],
-"v": [L,G,S,k]}}}`` for one sequence with S slots (batch with ``vmap``, as the model).
+The cache is a pytree filed like the params: ``{"blocks": {"attn": {"k": [L,G,k,S],
+"v": [L,G,S,k]}}}`` for one sequence with S slots (batch with ``vmap``, as the model;
+k is kept transposed, as the scores q Kᵀ read it).
 GQA stores the G key/value heads only. A fixed S compiles once: slots past a query's
 position are masked (−inf), whatever they hold.
 
@@ -91,6 +92,25 @@ def unstack(model: Map, params):
             out[c.name] = unstack(c, params[c.name])
         elif not c.namespace:
             out |= unstack(c, params)
+    return out
+
+
+def laid_out(model: Map, params):
+    """``params`` (split by ``unstack``) with each leaf's in the layout its cached form reads
+    (``Map.decode_layout``): made once before a decode loop, not at every token."""
+    if isinstance(model, Repeat):
+        if not isinstance(params, tuple):
+            return params
+        return tuple(laid_out(model._layer(l), p) for l, p in enumerate(params))
+    if not model.children():
+        return model.decode_layout(params)
+    out = dict(params)
+    for c in model.children():
+        if c.namespace and c.name in params:
+            out[c.name] = laid_out(c, params[c.name])
+        elif not c.namespace:  # it files its children beside it: take theirs alone
+            mine = laid_out(c, params)
+            out |= {n: mine[n] for n in c.namespaces() if n in mine}
     return out
 
 

@@ -49,6 +49,7 @@ from .blockwise import blockwise_attention, sdpa_attention
 from .positional import rope
 
 BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: dense is faster below)
+QKV = "W_QKV"  # the decode layout's fused projection (``decode_layout``)
 IMPLS = ("dense", "blockwise", "auto")
 
 
@@ -142,7 +143,15 @@ class Attention(Map):
             y = jnp.einsum("td,hdk->htk", x_Td, params[W].astype(dt))
             return y + params[b].astype(dt)[:, None, :] if self.bias else y
 
-        q, k, v = proj("W_Q", "b_Q"), proj("W_K", "b_K"), proj("W_V", "b_V")
+        if QKV in params:  # the decode layout (``decode_layout``): one matrix [d, (H+2G)·k]
+            H, G, T = self.H, self.kv_heads, x_Td.shape[0]
+            qkv = jnp.swapaxes((x_Td @ params[QKV].astype(dt)).reshape(T, H + 2 * G, -1), 0, 1)
+            if self.bias:
+                b = jnp.concatenate([params["b_Q"], params["b_K"], params["b_V"]]).astype(dt)
+                qkv = qkv + b[:, None, :]
+            q, k, v = qkv[:H], qkv[H : H + G], qkv[H + G :]
+        else:
+            q, k, v = proj("W_Q", "b_Q"), proj("W_K", "b_K"), proj("W_V", "b_V")
         if self.qk_norm is not None:
             q, k = self._qk_norm(q, params["gamma_Q"]), self._qk_norm(k, params["gamma_K"])
         if self.rope_theta is not None:
@@ -168,13 +177,14 @@ class Attention(Map):
         turned = rope(x_HTk[..., :r], positions, self.rope_theta)
         return jnp.concatenate([turned, x_HTk[..., r:]], axis=-1)
 
-    def scores(self, q_HTk, k_GSk):
+    def scores(self, q_HTk, k_GSk, keys_kS: bool = False):
         """q^h k^{g(h)}ᵀ / √k (or · scale), soft-capped if asked, float32.
-        [H,T,k] × [G,S,k] → [H,T,S]."""
+        [H,T,k] × [G,S,k] → [H,T,S]; with ``keys_kS`` the keys come as [G,k,S] (a cache)."""
         H, T, _ = q_HTk.shape
         G = k_GSk.shape[0]
         q = q_HTk.reshape(G, H // G, T, self.k)
-        s = jnp.einsum("grtk,gsk->grts", q, k_GSk, preferred_element_type=jnp.float32)
+        keys = "gks" if keys_kS else "gsk"
+        s = jnp.einsum(f"grtk,{keys}->grts", q, k_GSk, preferred_element_type=jnp.float32)
         s = s.reshape(H, T, -1) * jnp.float32(self.scale or 1 / self.k**0.5)
         if self.softcap is not None:
             s = self.softcap * jnp.tanh(s / self.softcap)
@@ -271,13 +281,23 @@ class Attention(Map):
         return self.window is not None and self.window < S
 
     def cache_spec(self, S):
-        """k and v of the G key/value heads at S slots: [G, S, k] each; for a window w < S
-        a ring of w slots and ``pos`` [w] (int32: 1 + the position each slot holds, 0 empty)."""
+        """k and v of the G key/value heads at S slots: k as [G, k, S] (the scores q Kᵀ read
+        it as the matrix product wants it: XLA:CPU would otherwise transpose the whole cache
+        at every token), v as [G, S, k]; for a window w < S a ring of w slots, [G, w, k]
+        each, and ``pos`` [w] (int32: 1 + the position each slot holds, 0 empty)."""
         G, k = self.kv_heads, self.k
         if self.ring(S):
             w = self.window
             return {"k": (G, w, k), "v": (G, w, k), "pos": jax.ShapeDtypeStruct((w,), jnp.int32)}
-        return {"k": (G, S, k), "v": (G, S, k)}
+        return {"k": (G, k, S), "v": (G, S, k)}
+
+    def decode_layout(self, params):
+        """Its params as the decode loop reads them, laid out once before the loop: W_Q, W_K,
+        W_V as one matrix [d, (H + 2G)·k], a plain matrix-vector product for XLA:CPU (the
+        [H, d, k] tensors it would transpose at every token)."""
+        W = jnp.concatenate([params["W_Q"], params["W_K"], params["W_V"]])  # [H + 2G, d, k]
+        rest = {n: v for n, v in params.items() if n not in ("W_Q", "W_K", "W_V")}
+        return rest | {QKV: jnp.swapaxes(W, 0, 1).reshape(self.d, -1)}
 
     def decode(self, params, cache, x_Td, positions, layer=()):
         """Write the chunk's k, v at its (contiguous) ``positions`` in this layer's slice of
@@ -289,14 +309,16 @@ class Attention(Map):
             return self.decode_ring(params, cache, x_Td, positions, layer)
         q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
 
-        def write(C, new_GTk):
-            new = new_GTk.astype(C.dtype).reshape((1,) * len(layer) + new_GTk.shape)
-            return jax.lax.dynamic_update_slice(C, new, (*layer, 0, positions[0], 0))
+        def write(C, new, at):
+            new = new.astype(C.dtype).reshape((1,) * len(layer) + new.shape)
+            return jax.lax.dynamic_update_slice(C, new, (*layer, *at))
 
-        cache = {"k": write(cache["k"], k_GTk), "v": write(cache["v"], v_GTk)}
-        K_GSk, V_GSk = cache["k"][tuple(layer)], cache["v"][tuple(layer)]
-        s_HTS = self.scores(q_HTk, K_GSk.astype(q_HTk.dtype))
-        seen_TS = self.visible(positions, jnp.arange(K_GSk.shape[1]))
+        p = positions[0]
+        k_new = jnp.swapaxes(k_GTk, 1, 2)  # [G, k, T]
+        cache = {"k": write(cache["k"], k_new, (0, 0, p)), "v": write(cache["v"], v_GTk, (0, p, 0))}
+        K_GkS, V_GSk = cache["k"][tuple(layer)], cache["v"][tuple(layer)]
+        s_HTS = self.scores(q_HTk, K_GkS.astype(q_HTk.dtype), keys_kS=True)
+        seen_TS = self.visible(positions, jnp.arange(V_GSk.shape[1]))
         A_HTS = jax.nn.softmax(jnp.where(seen_TS, s_HTS, -jnp.inf), axis=-1)
         return self.out(params, self.mix(A_HTS, V_GSk.astype(x_Td.dtype))), cache
 

@@ -74,8 +74,8 @@ def test_cache_holds_only_the_kv_heads_stacked_over_layers():
     m = build(config("llama", n_kv_heads=2))
     cache = empty_cache(m, 40)
     assert jax.tree.map(jnp.shape, cache) == {
-        "blocks": {"attn": {"k": (2, 2, 40, 8), "v": (2, 2, 40, 8)}}
-    }  # [L, G, S, k]
+        "blocks": {"attn": {"k": (2, 2, 8, 40), "v": (2, 2, 40, 8)}}
+    }  # k [L, G, k, S] (as the scores read it), v [L, G, S, k]
 
 
 def test_prefill_needs_room_for_the_prompt():
