@@ -12,7 +12,8 @@
   3. greedy tokens/s of ``jaxformer.generate`` against transformers' ``generate``
      (PyTorch, ``--torch-threads``, ``use_cache=True``) on the same weights, written with
      ``jaxformer.interop.to_hf``. Before any time is printed the two models are checked to
-     be one: max |Δ logits| ≤ 1e-4 on the prompt and the same greedy ids; else it stops.
+     be one: max |Δ logits| ≤ 1e-4 on the prompt and the same greedy ids; else it stops;
+  4. prefill: prompt tokens/s at T = 512 and 2048, against transformers' forward pass.
 
     .venv/bin/python scripts/bench_generate.py                 # GPT-2-shaped, d=256 L=4
     .venv/bin/python scripts/bench_generate.py --d-model 768 --n-layers 12 --n-heads 12  # 124M
@@ -191,6 +192,26 @@ def hf_tokens_per_s(hf, prompt, n, repeats, threads: list[int]) -> dict:
     return tps
 
 
+def prefill_tokens_per_s(model, params, hf, lengths, repeats, threads) -> tuple[dict, dict]:
+    """Prompt tokens/s of one forward pass at each length: ours (jitted, the cache
+    written as ``prefill`` does) and transformers' forward on the same weights."""
+    import torch
+
+    from jaxformer.generate.cache import prefill
+
+    run = jax.jit(lambda p, t: prefill(model, p, t, t.shape[0])[0][-1])
+    torch.set_num_threads(threads)
+    ours, theirs = {}, {}
+    for T in lengths:
+        ids = np.arange(T) % model.codomain.shape[-1]
+        t = jnp.asarray(ids, jnp.int32)
+        ours[T] = T / best_time(lambda t=t: run(params, t).block_until_ready(), repeats)
+        with torch.no_grad():
+            x = torch.tensor(ids[None])
+            theirs[T] = T / best_time(lambda x=x: hf(x, use_cache=True), repeats)
+    return ours, theirs
+
+
 def main() -> int:
     args = parse()
     c = Config(
@@ -246,6 +267,13 @@ def main() -> int:
     for t, tps in theirs.items():
         print(f"   transformers, torch {t} thread(s) {tps:8.1f} ({tps / roof(S):4.0%})   "
               f"jaxformer / transformers {ours / tps:.2f}x")  # fmt: skip
+    lengths = [T for T in (512, 2048) if T <= c.context]
+    threads = max(args.torch_threads)
+    ours, theirs = prefill_tokens_per_s(model, params, hf, lengths, args.repeats, threads)
+    print(f"\n4. prefill: the prompt's forward pass (tokens/s, best; torch {threads} threads)")
+    for T in lengths:
+        print(f"   T={T:5d}: jaxformer {ours[T]:8.0f}   transformers {theirs[T]:8.0f}   "
+              f"jaxformer / transformers {ours[T] / theirs[T]:.2f}x")  # fmt: skip
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 
