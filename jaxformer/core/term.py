@@ -8,6 +8,10 @@ FLOPs are those of the forward pass, per token of a sequence of length T:
 2 per multiply–add of a matrix product, 1 per elementwise arithmetic operation
 (an add, a product, a max, a select), and 0 for transcendentals (exp, tanh, erf,
 rsqrt), which XLA's ``cost_analysis`` reports apart as ``"transcendentals"``.
+Two counts: ``flops``, what is computed (the hardware FLOPs: dense attention scores
+every key, masked or not), and ``model_flops``, what the math needs (causal attention
+half the keys, a sliding window its window); they differ only where a map computes what
+its mask then discards. MFU is stated with the model's.
 
 LaTeX lines use only what matplotlib's mathtext and MathJax both read
 (no ``\\text``), so a formula renders in a notebook and without a TeX install.
@@ -24,11 +28,17 @@ from .spaces import Space
 @dataclass(frozen=True)
 class Term:
     """A map's formula as lines of unicode ``text`` and of LaTeX ``tex``, and the FLOPs
-    per token of its own work."""
+    per token of its own work: computed (``flops``) and needed (``model_flops``, the same
+    unless given)."""
 
     text: tuple[str, ...]
     tex: tuple[str, ...]
     flops: int = 0
+    model_flops: int | None = None
+
+    @property
+    def model(self) -> int:
+        return self.flops if self.model_flops is None else self.model_flops
 
 
 def tex_name(name: str) -> str:

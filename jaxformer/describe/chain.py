@@ -59,8 +59,9 @@ class Row:
     term: Term
     params: tuple[ParamRow, ...]
     count: int  # parameters of this map and its members (per copy inside a repeat)
-    flops: int  # FLOPs per token of this map and its members
+    flops: int  # FLOPs per token of this map and its members (as computed)
     copies: int = 1  # L for a repeat: its count and flops cover L copies of its members
+    model_flops: int = 0  # the FLOPs its math needs (``Term.model_flops``)
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ class Chain:
     T: int
     rows: tuple[Row, ...]
     count: int
-    flops: int
+    flops: int  # per token of the forward pass, as computed (the hardware FLOPs)
     ties: tuple[Term, ...]
     active: int = 0  # the parameters one token uses (< count with a mixture of experts)
+    model_flops: int = 0  # per token, as the math needs them (causal attention: half)
 
 
 def chain(model: Map, T: int | None = None) -> Chain:
@@ -95,9 +97,11 @@ def chain(model: Map, T: int | None = None) -> Chain:
     count = sum(n.count for n in nodes)
     flops = sum(n.flops for n in nodes)
     active = sum(n.active for n in nodes)
+    model_flops = sum(n.model_flops for n in nodes)
     return Chain(
-        model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes, active
-    )
+        model.name, model.domain, model.codomain, T, rows, count, flops, walk.notes, active,
+        model_flops,
+    )  # fmt: skip
 
 
 @dataclass
@@ -120,6 +124,10 @@ class _Node:
         return self.term.flops + self.copies * sum(m.flops for m in self.members)
 
     @property
+    def model_flops(self) -> int:
+        return self.term.model + self.copies * sum(m.model_flops for m in self.members)
+
+    @property
     def active(self) -> int:
         """The parameters a token uses: a layer's ``active_params`` face where it has one
         (a mixture: its router and k experts), else all of them."""
@@ -130,7 +138,7 @@ class _Node:
     def rows(self, number: str, depth: int) -> list[Row]:
         own = Row(
             number, depth, self.name, self.map, self.domain, self.codomain, self.term,
-            self.params, self.count, self.flops, self.copies,
+            self.params, self.count, self.flops, self.copies, self.model_flops,
         )  # fmt: skip
         inner = [m.rows(f"{number}.{i + 1}", depth + 1) for i, m in enumerate(self.members)]
         return [own, *(r for rows in inner for r in rows)]

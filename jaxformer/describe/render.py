@@ -77,8 +77,13 @@ def summary(c: Chain, math: bool = False) -> str:
     ties = [f"${t.tex[0]}$" if math else t.text[0] for t in c.ties]
     return (
         f"{number(c.count)} parameters{active(c)}, {number(c.flops)} FLOPs per token at {T} "
-        "(forward pass)" + "".join(f"; tied: {t}" for t in ties)
+        f"(forward pass{model_flops(c)})" + "".join(f"; tied: {t}" for t in ties)
     )
+
+
+def model_flops(c: Chain) -> str:
+    """ "; the math needs N" where what is computed exceeds it (masked keys scored)."""
+    return "" if c.model_flops == c.flops else f"; its math needs {number(c.model_flops)}"
 
 
 def active(c: Chain) -> str:

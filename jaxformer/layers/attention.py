@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from ..core import Map, Param, Real, Term
 from ..core.documents import current
-from .blockwise import blockwise_attention, sdpa_attention
+from .blockwise import block_pairs, blockwise_attention, sdpa_attention
 from .positional import rope
 
 BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: dense is faster below)
@@ -417,18 +417,38 @@ class Attention(Map):
                 rf"R:\ (u_j, u_{{j+{r // 2}}}) \mapsto \mathrm{{rot}}_{{i\,\theta^{{-2j/{r}}}}}"
                 rf"(u_j, u_{{j+{r // 2}}}),\ \theta = {self.rope_theta:g}"
             )
-        # Attention computes all T×T scores: the mask (causal, window) is applied, not exploited.
-        flops = (
+        fixed = (
             2 * d * k * (2 * H + 2 * G)  # the projections W_Q, W_K, W_V and W_O
-            + 4 * H * T * k  # the scores q kᵀ and the mix A v, over all T keys
-            + H * T * (5 + masked + (self.window is not None))  # scale, softmax (4), the mask
-            + 2 * H * T * (self.softcap is not None)  # s / c and c · tanh
             + ((H + 2 * G) * k if self.bias else 0)
             + (d if self.has_out_bias else 0)
             + (4 * (H + G) * k if self.qk_norm else 0)  # square, mean, scale, γ (1 + γ: once)
             + (3 * (H + G) * r if self.rope_theta is not None else 0)  # two products and a sum
         )
-        return Term(tuple(text), tuple(tex), flops)
+        per_key = (
+            4 * H * k  # the score q kᵀ and the mix A v
+            + H * (5 + masked + (self.window is not None))  # scale, softmax (4), the mask
+            + 2 * H * (self.softcap is not None)  # s / c and c · tanh
+        )
+        computed, seen = self.keys(T)
+        flops, model = fixed + round(per_key * computed), fixed + round(per_key * seen)
+        return Term(tuple(text), tuple(tex), flops, model)
+
+    def keys(self, T: int) -> tuple[float, float]:
+        """(keys a query is scored against as computed, as the math sees them), the mean over
+        the T queries: dense computes all T (the mask is applied, not exploited); blockwise
+        the key blocks it visits (causal: about half); the math the keys the mask keeps,
+        (T + 1)/2 causal, at most ``window`` (cuDNN's kernel is counted as the math)."""
+        w = self.window
+        if w is not None and w < T:  # Σ_i min(i + 1, w) / T
+            seen = (w * (w + 1) / 2 + (T - w) * w) / T
+        else:
+            seen = (T + 1) / 2 if self.causal else T
+        how = self.how(T)
+        if how == "blockwise":
+            B = min(self.block, T)
+            pairs = block_pairs(T, T, self.block, causal=self.causal, window=self.window)
+            return pairs * B * B / T, seen
+        return (seen if how == "sdpa" else T), seen
 
     # -- per-head terms, for circuits ------------------------------------------
     def heads(self, params, x_Td):

@@ -67,7 +67,7 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, length, optim, packing, pretrained, sampler, step
+from . import data, length, optim, packing, pretrained, report, sampler, step
 from .budget import Spent, size_run
 from .config import RESUMABLE, TrainConfig, upgrade
 from .evaluate import make_evaluator
@@ -305,6 +305,7 @@ def _announce(run: _Run, params, start: int, resume: bool) -> str:
         f"{cfg.compute_dtype}, remat={cfg.remat}"
         + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
         + ("" if run.mesh.size == 1 else f"\nmesh   {_show(run.mesh)}")
+        + f"\nmfu    {report.MFU}"
         + f"\nout    {cfg.run_dir}"
         + (f"  (resuming at step {start})" if resume else "")
     )

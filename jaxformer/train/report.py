@@ -40,9 +40,17 @@ def measure_peak_flops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+MFU = (
+    "MFU = tokens/s × model FLOPs per token ÷ the measured f32 matmul peak; model FLOPs = 3 × "
+    "the forward pass's as describe counts the math (causal attention: half the keys)"
+)
+
+
 def flops_per_token(model: Map, T: int) -> float:
-    """Training FLOPs per token at sequence length T: 3× the forward pass's (``describe``)."""
-    return 3.0 * chain(model, T).flops
+    """Training model FLOPs per token at sequence length T: 3× the forward pass's as its math
+    needs them (``describe``'s model FLOPs: causal attention counted as half, a window as
+    its window), whatever the kernel computes; the basis of MFU."""
+    return 3.0 * chain(model, T).model_flops
 
 
 class Metrics:

@@ -227,12 +227,16 @@ def test_flops_are_the_hand_count():
     """FLOPs per token at T of Gemma 2 2B, by hand: per layer the projections, the scores
     and mix over all T keys, the softmax, scale, cap and mask, four norms, the GeGLU; then
     the √d scale, the final norm, the unembedding and its cap."""
-    c, T_ = PRESETS["gemma-2-2b"], 1024
+    c, T_ = PRESETS["gemma-2-2b"].replace(attention="dense"), 1024
     d, H, G, k, m, V_ = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.vocab_size
     rope = 3 * (H + G) * k
-    attn = lambda window: (2 * d * k * (2 * H + 2 * G) + 4 * H * T_ * k
-                           + H * T_ * (5 + 1 + window) + 2 * H * T_ + rope)  # fmt: skip
+    per_key = lambda window: 4 * H * k + H * (5 + 1 + window) + 2 * H
+    attn = lambda window, keys: 2 * d * k * (2 * H + 2 * G) + per_key(window) * keys + rope
     mlp = 6 * d * m + 9 * m  # tanh-GELU 8 per coordinate, the product 1
-    block = lambda window: attn(window) + 4 * 4 * d + mlp + 2 * d  # two residual sums
-    want = 13 * block(1) + 13 * block(0) + d + 4 * d + 2 * d * V_ + 2 * V_
+    block = lambda w, keys: attn(w, keys) + 4 * 4 * d + mlp + 2 * d  # two residual sums
+    head = d + 4 * d + 2 * d * V_ + 2 * V_
+    want = 13 * block(1, T_) + 13 * block(0, T_) + head
     assert chain(build(c), T_).flops == want
+    # the math: a query sees (T + 1)/2 keys on average, in the local layers too (window 4096 > T)
+    seen = (T_ + 1) / 2
+    assert chain(build(c), T_).model_flops == 13 * block(1, seen) + 13 * block(0, seen) + head
