@@ -22,10 +22,6 @@ The variants of the model zoo are fields, each off by default:
 Packed documents (``core/documents.py``): inside ``documents(s)`` the query at i sees only
 keys of its own document (s_i = s_j) and RoPE rotates by the in-document position.
 
-The cache of a windowed layer is a ring of ``window`` slots (when the cache would be
-longer): position p is written at slot p mod window beside its absolute position, and the
-mask reads the stored positions, so its memory does not grow with the generated length.
-
 How it is computed is a field too: ``impl="dense"`` materialises the [H,T,T] scores;
 ``"blockwise"`` is FlashAttention (``blockwise.py``: O(T·block) memory, fully masked
 blocks skipped, a recomputing VJP); ``"auto"`` takes blockwise from T ≥ ``BLOCKWISE_FROM``
@@ -33,7 +29,8 @@ and, on GPU, ``jax.nn.dot_product_attention`` (cuDNN) where it applies. The trac
 circuits) always computes densely: it returns the pattern.
 
 Computed batched over heads with einsum; ``heads``, ``W_QK`` and ``W_OV`` give
-the per-head terms that the circuits module reads.
+the per-head terms that the circuits module reads. Its faces are beside it: its cached
+form in ``attention_cache.py``, its formula and FLOPs in ``attention_term.py``.
 """
 
 from __future__ import annotations
@@ -43,18 +40,19 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ..core import Map, Param, Real, Term
+from ..core import Map, Param, Real
 from ..core.documents import current
-from .blockwise import block_pairs, blockwise_attention, sdpa_attention
+from .attention_cache import QKV, CachedAttention
+from .attention_term import AttentionTerm
+from .blockwise import blockwise_attention, sdpa_attention
 from .positional import rope
 
 BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: dense is faster below)
-QKV = "W_QKV"  # the decode layout's fused projection (``decode_layout``)
 IMPLS = ("dense", "blockwise", "auto")
 
 
 @dataclass(frozen=True, repr=False)
-class Attention(Map):
+class Attention(CachedAttention, AttentionTerm, Map):
     d: int
     H: int
     k: int
@@ -274,181 +272,6 @@ class Attention(Map):
     def trace_points(self):
         n = self.name
         return (n, f"{n}.scores", f"{n}.pattern", f"{n}.z")
-
-    # -- the cached form, for generation ---------------------------------------------------
-    def ring(self, S: int) -> bool:
-        """Whether a cache of S slots is a ring of ``window`` slots (the window is shorter)."""
-        return self.window is not None and self.window < S
-
-    def cache_spec(self, S):
-        """k and v of the G key/value heads at S slots: k as [G, k, S] (the scores q Kᵀ read
-        it as the matrix product wants it: XLA:CPU would otherwise transpose the whole cache
-        at every token), v as [G, S, k]; for a window w < S a ring of w slots, [G, w, k]
-        each, and ``pos`` [w] (int32: 1 + the position each slot holds, 0 empty)."""
-        G, k = self.kv_heads, self.k
-        if self.ring(S):
-            w = self.window
-            return {"k": (G, w, k), "v": (G, w, k), "pos": jax.ShapeDtypeStruct((w,), jnp.int32)}
-        return {"k": (G, k, S), "v": (G, S, k)}
-
-    def decode_layout(self, params):
-        """Its params as the decode loop reads them, laid out once before the loop: W_Q, W_K,
-        W_V as one matrix [d, (H + 2G)·k], a plain matrix-vector product for XLA:CPU (the
-        [H, d, k] tensors it would transpose at every token)."""
-        W = jnp.concatenate([params["W_Q"], params["W_K"], params["W_V"]])  # [H + 2G, d, k]
-        rest = {n: v for n, v in params.items() if n not in ("W_Q", "W_K", "W_V")}
-        return rest | {QKV: jnp.swapaxes(W, 0, 1).reshape(self.d, -1)}
-
-    def decode(self, params, cache, x_Td, positions, layer=()):
-        """Write the chunk's k, v at its (contiguous) ``positions`` in this layer's slice of
-        the cache; the query at position p attends to the slots s ≤ p (later slots hold
-        padding or nothing yet, whatever they contain). A ring cache: ``decode_ring``."""
-        if not self.causal:
-            raise NotImplementedError(f"{self.name}: a non-causal attention cannot be decoded")
-        if "pos" in cache:
-            return self.decode_ring(params, cache, x_Td, positions, layer)
-        q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
-
-        def write(C, new, at):
-            new = new.astype(C.dtype).reshape((1,) * len(layer) + new.shape)
-            return jax.lax.dynamic_update_slice(C, new, (*layer, *at))
-
-        p = positions[0]
-        k_new = jnp.swapaxes(k_GTk, 1, 2)  # [G, k, T]
-        cache = {"k": write(cache["k"], k_new, (0, 0, p)), "v": write(cache["v"], v_GTk, (0, p, 0))}
-        K_GkS, V_GSk = cache["k"][tuple(layer)], cache["v"][tuple(layer)]
-        s_HTS = self.scores(q_HTk, K_GkS.astype(q_HTk.dtype), keys_kS=True)
-        seen_TS = self.visible(positions, jnp.arange(V_GSk.shape[1]))
-        A_HTS = jax.nn.softmax(jnp.where(seen_TS, s_HTS, -jnp.inf), axis=-1)
-        return self.out(params, self.mix(A_HTS, V_GSk.astype(x_Td.dtype))), cache
-
-    def decode_ring(self, params, cache, x_Td, positions, layer=()):
-        """The chunk at ``positions`` (non-decreasing: a repeated position is padding, never
-        written) against a ring of w slots. The query at p sees the stored slots whose
-        position q satisfies p − w < q < positions[0] (older than the chunk: a stale later
-        entry is invisible) and the chunk's own keys j ≤ its index with p − w < p_j. Then the
-        chunk's new positions are written at p mod w (of a chunk longer than w, its last w)."""
-        w, T = self.window, x_Td.shape[0]
-        q_HTk, k_GTk, v_GTk = self.qkv(params, x_Td, positions)
-        at = tuple(layer)
-        K_GWk, V_GWk, pos_W = cache["k"][at], cache["v"][at], cache["pos"][at] - 1
-        old_TW = (pos_W >= 0) & (pos_W < positions[0]) & (pos_W > positions[:, None] - w)
-        i = jnp.arange(T)
-        new_TT = (i[None, :] <= i[:, None]) & (positions[None, :] > positions[:, None] - w)
-        K = jnp.concatenate([K_GWk.astype(q_HTk.dtype), k_GTk], axis=1)
-        V = jnp.concatenate([V_GWk.astype(x_Td.dtype), v_GTk], axis=1)
-        s_HTS = self.scores(q_HTk, K)
-        A_HTS = jax.nn.softmax(jnp.where(jnp.concatenate([old_TW, new_TT], 1), s_HTS, -jnp.inf), -1)
-        y = self.out(params, self.mix(A_HTS, V))
-        fresh = jnp.concatenate([jnp.ones(1, bool), positions[1:] > positions[:-1]])
-        fresh = fresh & (positions > positions[-1] - w)
-        slot_T = jnp.where(fresh, positions % w, w)  # slot w: out of range, dropped
-
-        def write(C, new):
-            C_l = C[at].at[..., slot_T, :].set(new.astype(C.dtype), mode="drop")
-            return jax.lax.dynamic_update_slice(C, C_l[(None,) * len(layer)], (*layer, 0, 0, 0))
-
-        P_l = cache["pos"][at].at[slot_T].set(positions + 1, mode="drop")
-        P = jax.lax.dynamic_update_slice(cache["pos"], P_l[(None,) * len(layer)], (*layer, 0))
-        return y, {"k": write(cache["k"], k_GTk), "v": write(cache["v"], v_GTk), "pos": P}
-
-    # -- its term, for describe --------------------------------------------------------------
-    def term(self, T, x):
-        H, G, k, d, r = self.H, self.kv_heads, self.k, self.d, self.rotary
-        g = "h" if G == H else "g(h)"
-        head = lambda s: g if s in "KV" else "h"
-        bias = lambda s: f" + b_{s}^{head(s)}" if self.bias else ""
-        tbias = lambda s: rf" + b_{s}^{{{head(s)}}}" if self.bias else ""
-        qkv = [f"{x} W_{s}^{head(s)}{bias(s)}" for s in "QKV"]
-        tqkv = [rf"{x} W_{s}^{{{head(s)}}}{tbias(s)}" for s in "QKV"]
-        if self.qk_norm is not None:
-            qkv[:2] = [f"N_{s}({p})" for s, p in zip("QK", qkv[:2])]
-            tqkv[:2] = [rf"N_{s}({p})" for s, p in zip("QK", tqkv[:2])]
-        if self.rope_theta is not None:
-            qkv[:2] = [f"R({p})" for p in qkv[:2]]
-            tqkv[:2] = [rf"R({p})" for p in tqkv[:2]]
-        masked = self.causal or self.window is not None
-        mask, tmask = (
-            ("mask(", r"\mathrm{mask}(") if self.window else ("causal(", r"\mathrm{causal}(")
-        )
-        mask, tmask, close = (mask, tmask, ")") if masked else ("", "", "")
-        by, tby = (f" / √{k}", rf" / \sqrt{{{k}}}") if self.scale is None else (
-            f" · {self.scale:g}", rf" \cdot {self.scale:g}")  # fmt: skip
-        cap, tcap, end = ("cap(", r"\mathrm{cap}(", ")") if self.softcap else ("", "", "")
-        b_O = " + b_O" if self.has_out_bias else ""
-        text = [
-            f"{x} ↦ Σ_(h=1..{H}) A^h v^h W_O^h{b_O}",
-            f"A^h = softmax({mask}{cap}q^h k^hᵀ{by}{end}{close})",
-            f"q^h = {qkv[0]},  k^h = {qkv[1]},  v^h = {qkv[2]}",
-        ]
-        tex = [
-            rf"{x} \mapsto \sum_{{h=1}}^{{{H}}} A^h v^h W_O^h{b_O}",
-            rf"A^h = \mathrm{{softmax}}({tmask}{tcap}q^h {{k^h}}^\top{tby}{end}{close})",
-            rf"q^h = {tqkv[0]},\ k^h = {tqkv[1]},\ v^h = {tqkv[2]}",
-        ]
-        if self.window is not None:
-            w = self.window
-            text.append(f"mask(s)_ij = s_ij if i − {w} < j ≤ i, else −∞  (a sliding window)")
-            tex.append(rf"\mathrm{{mask}}(s)_{{ij}} = s_{{ij}}\ (i - {w} < j \leq i),\ -\infty")
-        elif self.causal:
-            text.append("causal(s)_ij = s_ij if j ≤ i, else −∞")
-            tex.append(r"\mathrm{causal}(s)_{ij} = s_{ij}\ (j \leq i),\ -\infty\ (j > i)")
-        if self.softcap is not None:
-            c = self.softcap
-            text.append(f"cap(s) = {c:g} · tanh(s / {c:g})")
-            tex.append(rf"\mathrm{{cap}}(s) = {c:g} \tanh(s / {c:g})")
-        if G != H:
-            text.append(f"g(h) = ⌈h / {H // G}⌉  ({G} key/value heads shared by {H} query heads)")
-            tex.append(rf"g(h) = \lceil h / {H // G} \rceil")
-        if self.qk_norm is not None:
-            over = "each head's k coordinates" if self.qk_norm == "head" else "all heads together"
-            g = "1 + γ_Q, 1 + γ_K" if self.qk_norm_offset else "γ_Q, γ_K"
-            text.append(f"N_Q, N_K: RMSNorm ({g}, ε = {self.qk_norm_eps:g}) over {over}")
-            one = "1 + " if self.qk_norm_offset else ""
-            rms = r"\mathrm{RMSNorm}"
-            tex.append(rf"N_Q, N_K:\ {rms}_{{{one}\gamma_Q}}, {rms}_{{{one}\gamma_K}}")
-        if self.rope_theta is not None:
-            part = "" if r == k else f" (the first {r} of the {k} coordinates; the rest pass)"
-            text.append(
-                f"R (RoPE): at position i, rotate (u_j, u_(j+{r // 2})) by the angle "
-                f"i·{self.rope_theta:g}^(−2j/{r});  i, j counted from 0{part}"
-            )
-            tex.append(
-                rf"R:\ (u_j, u_{{j+{r // 2}}}) \mapsto \mathrm{{rot}}_{{i\,\theta^{{-2j/{r}}}}}"
-                rf"(u_j, u_{{j+{r // 2}}}),\ \theta = {self.rope_theta:g}"
-            )
-        fixed = (
-            2 * d * k * (2 * H + 2 * G)  # the projections W_Q, W_K, W_V and W_O
-            + ((H + 2 * G) * k if self.bias else 0)
-            + (d if self.has_out_bias else 0)
-            + (4 * (H + G) * k if self.qk_norm else 0)  # square, mean, scale, γ (1 + γ: once)
-            + (3 * (H + G) * r if self.rope_theta is not None else 0)  # two products and a sum
-        )
-        per_key = (
-            4 * H * k  # the score q kᵀ and the mix A v
-            + H * (5 + masked + (self.window is not None))  # scale, softmax (4), the mask
-            + 2 * H * (self.softcap is not None)  # s / c and c · tanh
-        )
-        computed, seen = self.keys(T)
-        flops, model = fixed + round(per_key * computed), fixed + round(per_key * seen)
-        return Term(tuple(text), tuple(tex), flops, model)
-
-    def keys(self, T: int) -> tuple[float, float]:
-        """(keys a query is scored against as computed, as the math sees them), the mean over
-        the T queries: dense computes all T (the mask is applied, not exploited); blockwise
-        the key blocks it visits (causal: about half); the math the keys the mask keeps,
-        (T + 1)/2 causal, at most ``window`` (cuDNN's kernel is counted as the math)."""
-        w = self.window
-        if w is not None and w < T:  # Σ_i min(i + 1, w) / T
-            seen = (w * (w + 1) / 2 + (T - w) * w) / T
-        else:
-            seen = (T + 1) / 2 if self.causal else T
-        how = self.how(T)
-        if how == "blockwise":
-            B = min(self.block, T)
-            pairs = block_pairs(T, T, self.block, causal=self.causal, window=self.window)
-            return pairs * B * B / T, seen
-        return (seen if how == "sdpa" else T), seen
 
     # -- per-head terms, for circuits ------------------------------------------
     def heads(self, params, x_Td):
