@@ -28,6 +28,7 @@ COMMANDS = (
     "jaxformer.describe.cli",  # describe
     "jaxformer.interop.cli",  # convert
     "jaxformer.evaluation.cli",  # eval
+    "jaxformer.sae.cli",  # sae train
 )
 
 
