@@ -127,8 +127,10 @@ def ce_losses(model: Map, params, sae: SAE, sae_params, windows_BT1, at: str):
     path, layer, width = site(model, at)
     if width != sae.d:
         raise ValueError(f"the SAE reads d={sae.d}, but {at} has width {width}; train one for it")
-    w = validate_tokens(model, np.asarray(windows_BT1)[:, :-1], "windows_BT1", ndim=(2,))
-    del w  # checked without their last id (the model never reads it)
+    windows = np.asarray(windows_BT1)
+    validate_tokens(model, windows[:, :-1], "windows_BT1", ndim=(2,))  # what the model reads
+    if windows.size and windows.max() >= model.domain.n:  # the last ids are targets only
+        raise ValueError(f"windows_BT1: token id {int(windows.max())} is outside the vocabulary")
     return _ce(model, path, layer, sae)(params, sae_params, jnp.asarray(windows_BT1, jnp.int32))
 
 

@@ -74,8 +74,11 @@ class SAETrainConfig:
     k_aux: int = 0  # topk: latents aux-k uses (0 = d/2)
     dead_tokens: int = 1_000_000
     resample_every: int = 0  # steps between resamplings of dead latents (0 = off)
-    bandwidth: float = 0.001  # jumprelu: ε
-    threshold: float = 0.001  # jumprelu: θ at init
+    # jumprelu: ε and θ at init, for pre-activations of order 1 (the scaled activations).
+    # Not sae-lens' 0.001: Adam moves log θ by about --lr a step, so a θ that starts at
+    # 0.001 cannot reach the order-1 values a small L0 needs in a few hundred steps.
+    bandwidth: float = 0.05
+    threshold: float = 1.0
     eval_sequences: int = 64  # val windows for the evals
     eval_every: int = 0  # steps between evals (0 = at the end only)
     checkpoint_every: int = 500
@@ -317,6 +320,8 @@ def train(
             if cfg.eval_every and k % cfg.eval_every == 0 and not done(k):
                 r = evaluate(model, params, sae, fold_scale(sae, sp, scale), cfg.at, windows)
                 metrics.write({"step": k, **{f"eval_{n}": v for n, v in r.items()}})
+                say = bar.write if cfg.progress else log
+                say(f"eval   step {k}: {_summary(r)}")
             if k % cfg.checkpoint_every == 0 and not done(k):
                 save()
         jax.block_until_ready(sp)
@@ -335,13 +340,19 @@ def train(
     metrics.write({"step": k, **{f"eval_{n}": v for n, v in r.items()}, "train_seconds": train_s})
     metrics.close()
     log(
-        f"sae    {cfg.at}: L0 {r['l0']:.1f}  FVE {r['fve']:.3f}  CE recovered "
-        f"{r['ce_recovered']:.3f} (CE clean {r['ce_clean']:.3f}, SAE {r['ce_sae']:.3f}, "
-        f"zero {r['ce_zero']:.3f})  dead {r['dead']:.1%}  [{k} steps, {k * cfg.batch:,} "
-        f"tokens, {train_s / 60:.1f} min]"
+        f"sae    {cfg.at}: {_summary(r)}  [{k} steps, {k * cfg.batch:,} tokens, "
+        f"{train_s / 60:.1f} min]"
     )
     log(f"saved  {out / 'sae'}")
     return {"steps": k, "train_seconds": train_s, **r}
+
+
+def _summary(r: dict) -> str:
+    return (
+        f"L0 {r['l0']:.1f}  FVE {r['fve']:.3f}  CE recovered {r['ce_recovered']:.3f} "
+        f"(CE clean {r['ce_clean']:.3f}, SAE {r['ce_sae']:.3f}, zero {r['ce_zero']:.3f})  "
+        f"dead {r['dead']:.1%}"
+    )
 
 
 def _scale(chunk) -> tuple[float, np.ndarray]:
