@@ -52,6 +52,11 @@ HELP = {
 }
 
 
+# sae-lens' names for the same settings, accepted too
+SAE_LENS = {"at": ["--hook_name"], "latents": ["--d_sae"], "l1": ["--l1_coefficient"],
+            "l0": ["--l0_coefficient"], "batch": ["--train_batch_size_tokens"]}  # fmt: skip
+
+
 def add_parser(subparsers) -> None:
     sae = subparsers.add_parser("sae", help="sparse autoencoders on a model's activations")
     sub = sae.add_subparsers(dest="sae_command", required=True, metavar="COMMAND")
@@ -76,7 +81,8 @@ def add_parser(subparsers) -> None:
         required = f.default is dataclasses.MISSING
         kind = type(f.default) if not required else (int if f.name == "latents" else str)
         p.add_argument(
-            f"--{f.name}", required=required, type=_typed(f.name, kind),
+            f"--{f.name}", *SAE_LENS.get(f.name, ()), dest=f.name, required=required,
+            type=_typed(f.name, kind),
             default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
             help=HELP[f.name] + ("" if required else f" (default: {f.default!r})"),
         )  # fmt: skip

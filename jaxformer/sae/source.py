@@ -10,11 +10,12 @@
     ce_recovered(...)                            (CE_zero − CE_sae) / (CE_zero − CE_clean)
 
 A point name is flat: ``blocks.1.resid_post`` is layer 1's residual stream after its MLP,
-``points["blocks"]["resid_post"][1]`` of the model's trace. Both functions read the full
-trace (one pass), and splicing is activation patching (``circuits.patching``): the
-output of the sub-map at the point is replaced by the SAE's reconstruction at that
-layer alone (a one-hot mask over the layers). Since x̂ at layer l depends only on the
-clean point at layer l, which nothing downstream changes, this is the SAE spliced in.
+``points["blocks"]["resid_post"][1]`` of the model's trace (the full trace, for now: a
+selective one and ``splice`` are to replace it behind these two functions). Splicing is
+activation patching (``circuits.patching``): the output of the sub-map at the point is
+replaced by the SAE's reconstruction at that layer alone (a one-hot mask over the layers).
+Since x̂ at layer l depends only on the clean point at layer l, which nothing downstream
+changes, this is the SAE spliced in.
 """
 
 from __future__ import annotations

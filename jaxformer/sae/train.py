@@ -59,7 +59,7 @@ class SAETrainConfig:
     latents: int  # n
     variant: str = "topk"
     k: int = 32  # topk: latents per token
-    l1: float = 5.0  # relu: the L1 coefficient (on scaled activations)
+    l1: float = 2.0  # relu: the L1 coefficient (on scaled activations; 5 collapsed here)
     l0: float = 0.05  # jumprelu: the L0 coefficient
     steps: int = 2000
     minutes: float = 0.0  # a time budget (0 = none); the run ends at --steps or here

@@ -82,3 +82,11 @@ def test_refusals_are_one_line(run, tmp_path, capsys, change, message):
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert message in err
+
+
+def test_sae_lens_names_of_the_settings_are_accepted():
+    from jaxformer.cli import parser
+
+    args = ["sae", "train", "--checkpoint", "r", "--hook_name", "blocks.0.mlp", "--d_sae", "64"]
+    a = parser().parse_args(args + ["--l1_coefficient", "3", "--train_batch_size_tokens", "512"])
+    assert (a.at, a.latents, a.l1, a.batch) == ("blocks.0.mlp", 64, 3.0, 512)
