@@ -81,7 +81,8 @@ class Buffer:
         between whole chunks (C/2 a multiple of the chunk's rows), so nothing else is held."""
         if self.store is None or self._spare is not None:
             raise ValueError("the buffer's state is defined once filled, on chunk boundaries")
-        return self.store, {"drawn": self.drawn, "chunks": self.chunks, "refills": self.refills}
+        counters = {"drawn": self.drawn, "chunks": self.chunks, "refills": self.refills}
+        return self.store.copy(), counters  # a copy: an async save may still read it at a refill
 
     def restore(self, store: np.ndarray, counters: dict) -> None:
         if store.shape[0] != self.capacity:

@@ -295,8 +295,9 @@ def train(
 
         while not done(k):
             if stop is not None and stop.requested:
-                save()
-                ckpt.wait()
+                if k > start:  # (before the first step there is nothing new to keep)
+                    save()
+                    ckpt.wait()
                 bar.close()
                 log(f"sae    stopped at step {k}: continue with the same command and --resume")
                 return {"stopped": k}

@@ -90,3 +90,33 @@ def test_sae_lens_names_of_the_settings_are_accepted():
     args = ["sae", "train", "--checkpoint", "r", "--hook_name", "blocks.0.mlp", "--d_sae", "64"]
     a = parser().parse_args(args + ["--l1_coefficient", "3", "--train_batch_size_tokens", "512"])
     assert (a.at, a.latents, a.l1, a.batch) == ("blocks.0.mlp", 64, 3.0, 512)
+
+
+def test_a_stop_request_checkpoints_and_resume_finishes(run, tmp_path, capsys, monkeypatch):
+    """SIGTERM's flag (``train.preempt.Preemption``) raised before step 4: a checkpoint, exit 0;
+    ``--resume`` continues to the end."""
+    from jaxformer.rundir import complete_steps
+    from jaxformer.train import preempt
+
+    class Soon(preempt.Preemption):
+        asked = 0
+
+        @property
+        def requested(self):
+            Soon.asked += 1
+            return Soon.asked > 3
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(preempt, "Preemption", Soon)
+    out = tmp_path / "sae"
+    assert main(_sae(run, out, "--log_every", "1")) == 0
+    assert "stopped at step 3" in capsys.readouterr().out
+    assert complete_steps(out) == [3] and not (out / "sae").exists()
+    monkeypatch.undo()
+    assert main(_sae(run, out, "--log_every", "1", "--resume")) == 0
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6, 6]  # the step lines, then the final eval
+    assert load(out / "sae")[0].n == 64
