@@ -123,6 +123,7 @@ def _out(args) -> Path:
 
 
 def _run(args: argparse.Namespace, stop) -> int:
+    from ..models import build
     from ..rundir_load import load_for_inference
     from ..train.checkpoint import read_run_config
     from .train import train as train_sae
@@ -134,8 +135,6 @@ def _run(args: argparse.Namespace, stop) -> int:
     try:
         _check_out(out, args.resume, args.overwrite)
         config, params, tok = load_for_inference(args.checkpoint)
-        from ..models import build
-
         model = build(config)
         validate(cfg, model, config.context)  # before the corpus is read: a typo fails at once
         train_cfg, _ = read_run_config(Path(args.checkpoint))
@@ -143,12 +142,12 @@ def _run(args: argparse.Namespace, stop) -> int:
         source = {"checkpoint": str(args.checkpoint), "data": corpus.source, "at": cfg.at}
         if args.overwrite and out.exists():
             shutil.rmtree(out)
-        r = train_sae(cfg, model, params, corpus.train, corpus.val, out,
-                        resume=args.resume, stop=stop, source=source)  # fmt: skip
+        train_sae(cfg, model, params, corpus.train, corpus.val, out,
+                  resume=args.resume, stop=stop, source=source)  # fmt: skip
     except (ValueError, OSError) as e:  # CheckpointError, DataError, SAEFileError: ValueErrors
         print(f"jaxformer sae train: error: {_line(e)}", file=sys.stderr)
         return 2
-    return 0 if r else 1
+    return 0
 
 
 def _line(e: Exception) -> str:
