@@ -9,13 +9,11 @@
                                                  CE with ``at`` zero-ablated), nats/token
     ce_recovered(...)                            (CE_zero − CE_sae) / (CE_zero − CE_clean)
 
-A point name is flat: ``blocks.1.resid_post`` is layer 1's residual stream after its MLP,
-``points["blocks"]["resid_post"][1]`` of the model's trace (the full trace, for now: a
-selective one and ``splice`` are to replace it behind these two functions). Splicing is
-activation patching (``circuits.patching``): the output of the sub-map at the point is
-replaced by the SAE's reconstruction at that layer alone (a one-hot mask over the layers).
-Since x̂ at layer l depends only on the clean point at layer l, which nothing downstream
-changes, this is the SAE spliced in.
+A point name is flat, as ``model.points()`` names it: ``blocks.1.resid_post`` is layer 1's
+residual stream after its MLP. The activations come from a selective trace (that point
+alone; nothing past it is computed), and the SAE is spliced in (``core.splice``): the
+model with x ↦ x̂(x) at the point, or with the point zero-ablated (``circuits.edits``),
+each a composite of its own, checked against the point's space when it is built.
 """
 
 from __future__ import annotations
@@ -26,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..circuits.patching import patched, with_patch
-from ..core import Map
+from ..circuits.edits import ablate, reconstruct
+from ..core import Map, Real, space_at, splice, tokenwise, with_splice
 from ..models import layout as N
 from ..models import validate_tokens
 from ..train.loss import token_nll
@@ -36,25 +34,27 @@ from .maps import SAE
 
 @functools.cache
 def sites(model: Map) -> dict[str, tuple[str, int | None, int]]:
-    """{point name: (the sub-map's path, its layer or None, the point's width d)} of every
-    point of the trace that a sub-map outputs (so that it can be patched)."""
-    params = jax.eval_shape(model.init, jax.random.key(0))
-    _, points = jax.eval_shape(model.trace, params, jax.ShapeDtypeStruct((2,), jnp.int32))
-    paths = {p.removeprefix(f"{model.name}.") for p, _ in model.walk()}
+    """{point name: (the name, its layer or None, the point's width d)} of every point an SAE
+    can read and be spliced in at: a map's output in ℝ^{T×d} (the logits excepted)."""
     out = {}
-    for key, s in points.items():
-        if key == N.BLOCKS and isinstance(s, dict):  # {key: [L, T, d]}, stacked over layers
-            for block, a in s.items():
-                if f"{N.BLOCKS}.{block}" in paths and len(a.shape) == 3:
-                    for l in range(a.shape[0]):
-                        out[f"{N.BLOCKS}.{l}.{block}"] = (f"{N.BLOCKS}.{block}", l, a.shape[-1])
-        elif key in paths and key != N.UNEMBED and len(s.shape) == 2:  # [T, d]
-            out[key] = (key, None, s.shape[-1])
+    for name in model.points():
+        try:
+            S = space_at(model, name)
+        except ValueError:  # an internal point of a layer (attn.pattern, ln1.scale)
+            continue
+        if S.same_as(Real("T", S.shape[-1])) and name != N.UNEMBED:
+            head, _, rest = name.partition(".")
+            layer = rest.partition(".")[0]
+            out[name] = (
+                name,
+                int(layer) if head == N.BLOCKS and layer.isdigit() else None,
+                S.shape[-1],
+            )
     return out
 
 
 def site(model: Map, at: str) -> tuple[str, int | None, int]:
-    """(path, layer, width) of the point ``at``; a ValueError naming it and the choices."""
+    """(name, layer, width) of the point ``at``; a ValueError naming it and the choices."""
     known = sites(model)
     if at not in known:
         some = [n for n in known if ".0." in n or "." not in n]
@@ -69,17 +69,10 @@ def _layers(known) -> int:
     return 1 + max((l for _, l, _ in known.values() if l is not None), default=-1)
 
 
-def _point(points, path, layer):
-    """The point at ``path`` ("embed", or "blocks.<key>" and its layer) of a trace."""
-    if layer is None:
-        return points[path]
-    return points[N.BLOCKS][path.removeprefix(f"{N.BLOCKS}.")][layer]
-
-
 @functools.cache
-def _reader(model: Map, path: str, layer: int | None):
+def _reader(model: Map, at: str):
     def one(params, x_T):
-        return _point(model.trace(params, x_T)[1], path, layer)
+        return model.trace(params, x_T, points=[at])[1][at]  # stops after the point
 
     def batch(params, tokens_BT):
         a = jax.vmap(one, in_axes=(None, 0))(params, tokens_BT)
@@ -90,29 +83,22 @@ def _reader(model: Map, path: str, layer: int | None):
 
 def activations(model: Map, params, tokens_BT, at: str) -> jax.Array:
     """The point ``at`` of every token of a batch, in float32.   [B, T] ids → [B·T, d]."""
-    path, layer, _ = site(model, at)
+    site(model, at)
     tokens = validate_tokens(model, tokens_BT, "tokens_BT", ndim=(2,))
-    return _reader(model, path, layer)(params, jnp.asarray(tokens))
+    return _reader(model, at)(params, jnp.asarray(tokens))
 
 
 @functools.cache
-def _ce(model: Map, path: str, layer: int | None, sae: SAE):
-    m = patched(model, path)
+def _ce(model: Map, at: str, sae: SAE):
+    g = tokenwise(sae)
+    with_sae = splice(model, at, reconstruct(g))
+    zeroed = splice(model, at, ablate(space_at(model, at)))
 
     def one(params, sae_params, w):
         x_T, y_T = w[:-1], w[1:]
-        logits, points = model.trace(params, x_T)
-        a = _point(points, path, layer)
-        xhat = sae.apply(sae_params, a.astype(jnp.float32)).astype(a.dtype)
-        if layer is None:
-            value, mask = xhat, jnp.ones((*a.shape[:-1], 1), a.dtype)
-        else:
-            L = points[N.BLOCKS][path.removeprefix(f"{N.BLOCKS}.")].shape[0]
-            value = jnp.zeros((L, *a.shape), a.dtype).at[layer].set(xhat)
-            mask = jnp.zeros((L, *a.shape[:-1], 1), a.dtype).at[layer].set(1)
-        run = lambda v: m(with_patch(params, path, v, mask), x_T)
-        ce = lambda z: token_nll(z, y_T).mean()
-        return ce(logits), ce(run(value)), ce(run(jnp.zeros_like(value)))
+        ce = lambda logits: token_nll(logits, y_T).mean()
+        spliced = with_splice(params, at, {sae.name: sae_params})
+        return ce(model(params, x_T)), ce(with_sae(spliced, x_T)), ce(zeroed(params, x_T))
 
     def batch(params, sae_params, windows):
         return [
@@ -125,14 +111,14 @@ def _ce(model: Map, path: str, layer: int | None, sae: SAE):
 def ce_losses(model: Map, params, sae: SAE, sae_params, windows_BT1, at: str):
     """(CE clean, CE with the SAE's x̂ in place of the point ``at``, CE with it zeroed), each
     the mean next-token NLL in nats over the windows' last T ids.   [B, T+1] ids → 3 scalars."""
-    path, layer, width = site(model, at)
+    _, _, width = site(model, at)
     if width != sae.d:
         raise ValueError(f"the SAE reads d={sae.d}, but {at} has width {width}; train one for it")
     windows = np.asarray(windows_BT1)
     validate_tokens(model, windows[:, :-1], "windows_BT1", ndim=(2,))  # what the model reads
     if windows.size and windows.max() >= model.domain.n:  # the last ids are targets only
         raise ValueError(f"windows_BT1: token id {int(windows.max())} is outside the vocabulary")
-    return _ce(model, path, layer, sae)(params, sae_params, jnp.asarray(windows_BT1, jnp.int32))
+    return _ce(model, at, sae)(params, sae_params, jnp.asarray(windows_BT1, jnp.int32))
 
 
 def ce_recovered(model: Map, params, sae: SAE, sae_params, windows, at: str, batch: int = 32):

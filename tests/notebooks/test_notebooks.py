@@ -119,3 +119,27 @@ def test_05_attribution_ranks_the_heads_as_patching_does(tmp_path, monkeypatch):
     np.testing.assert_allclose(out["rho_ig"], rho_ig)
     assert np.mean(rho_ig) >= np.mean(rho_att) and np.mean(rho_ig) > 0.8, (rho_att, rho_ig)
     assert real[:, 1].max() > 1.0  # a layer-1 head carries the induction: patching matters
+
+
+@pytest.mark.slow
+def test_04_an_sae_on_the_residual_stream(tmp_path, monkeypatch):
+    import sae_lens
+    import torch
+
+    from jaxformer.views import read_payload
+
+    out = execute("04_sparse_autoencoder.ipynb", tmp_path, monkeypatch)
+    ev = out["eval"]
+    assert ev["eval_l0"] <= 16 and ev["eval_fve"] > 0.8 and ev["eval_ce_recovered"] > 0.8, ev
+    # the latents it shows are sae-lens' own encoding of the same activations
+    lens = sae_lens.SAE.load_from_disk(str(tmp_path / "sae_lens"))
+    x = np.load(tmp_path / "04_x.npy")
+    with torch.no_grad():
+        z = lens.encode(torch.from_numpy(x)).numpy()
+    shown = np.asarray(out["z_shown"])  # [24, T, 3]
+    np.testing.assert_allclose(z[:, out["shown"]].reshape(shown.shape), shown, atol=1e-4)
+    # and the page it drew holds the first of them, ranked as numpy ranks its texts' maxima
+    page = read_payload((tmp_path / "04_feature.html").read_text())
+    np.testing.assert_allclose(np.asarray(page["acts"]), shown[..., 0], atol=1e-6)
+    peaks = shown[..., 0].max(axis=1)
+    assert [e["text"] for e in page["top"]] == list(np.argsort(-peaks, kind="stable")[:5])
