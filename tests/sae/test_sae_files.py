@@ -8,24 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sae_params import random_params
 
 from jaxformer.sae import SAE, SAEFileError, load, load_saelens, save, save_saelens
 
 D, N = 6, 20
 
 
-def _params(sae, seed=0):
-    rng = np.random.default_rng(seed)
-    p = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in sae.spec().items()}
-    if "log_threshold" in p:
-        p["log_threshold"] = np.log(rng.uniform(0.1, 0.8, N)).astype(np.float32)
-    return p
-
-
 def test_save_load_round_trip_and_damage(tmp_path):
     for variant in ("topk", "relu", "jumprelu"):
         sae = SAE(D, N, variant, k=4)
-        p = _params(sae)
+        p = random_params(sae)
         save(tmp_path / variant, sae, p, "blocks.1.resid_post", {"note": 1})
         back, q, cfg = load(tmp_path / variant)
         assert (
@@ -44,7 +37,7 @@ def test_save_load_round_trip_and_damage(tmp_path):
         load(d)
     assert not any(p.name.endswith(".tmp") or p.name.startswith(".") for p in tmp_path.iterdir())
     with pytest.raises(ValueError, match="log_threshold"):
-        save(tmp_path / "bad", SAE(D, N, "jumprelu"), _params(SAE(D, N, "relu")))
+        save(tmp_path / "bad", SAE(D, N, "jumprelu"), random_params(SAE(D, N, "relu")))
 
 
 sae_lens = pytest.importorskip("sae_lens")
@@ -96,7 +89,7 @@ def test_sae_lens_reads_what_we_save(tmp_path):
     x = np.random.default_rng(3).standard_normal((32, D)).astype(np.float32)
     for variant in ("relu", "topk", "jumprelu"):
         sae = SAE(D, N, variant, **({"k": 4} if variant == "topk" else {}))
-        p = _params(sae, 5)
+        p = random_params(sae, 5)
         p["W_dec"] /= np.linalg.norm(p["W_dec"], axis=1, keepdims=True)
         save_saelens(tmp_path / variant, sae, p, "blocks.0.mlp")
         lens = sae_lens.SAE.load_from_disk(str(tmp_path / variant))

@@ -5,20 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sae_params import random_params
 
 from jaxformer.core import ShapeError
 from jaxformer.sae import SAE, unit_rows
 from jaxformer.sae.maps import jump, step
 
 D, N = 6, 20
-
-
-def _params(sae, seed=0):
-    rng = np.random.default_rng(seed)
-    p = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in sae.spec().items()}
-    if "log_threshold" in p:
-        p["log_threshold"] = np.log(rng.uniform(0.1, 0.8, N)).astype(np.float32)
-    return p
 
 
 def _pre(p, x):
@@ -31,7 +24,7 @@ def _x(seed=1, B=9):
 
 def test_topk_keeps_the_k_largest_preactivations_rectified():
     sae = SAE(D, N, "topk", k=3)
-    p, x = _params(sae), _x()
+    p, x = random_params(sae), _x()
     u = _pre(p, x)
     want = np.zeros_like(u)
     for b in range(len(u)):
@@ -47,16 +40,16 @@ def test_topk_keeps_the_k_largest_preactivations_rectified():
 def test_relu_and_jumprelu_forward():
     x = _x()
     relu = SAE(D, N, "relu")
-    p = _params(relu)
+    p = random_params(relu)
     np.testing.assert_allclose(np.asarray(relu.encode(p, x)), np.maximum(_pre(p, x), 0),
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     jr = SAE(D, N, "jumprelu")
-    p = _params(jr)
+    p = random_params(jr)
     u, theta = _pre(p, x), np.exp(p["log_threshold"])
     np.testing.assert_allclose(np.asarray(jr.encode(p, x)), u * (u > theta), rtol=1e-5, atol=1e-6)
     # no b_dec subtracted when apply_b_dec_to_input is off
     off = SAE(D, N, "relu", apply_b_dec_to_input=False)
-    p = _params(off)
+    p = random_params(off)
     want = np.maximum(x @ p["W_enc"] + p["b_enc"], 0)
     np.testing.assert_allclose(np.asarray(off.encode(p, x)), want, rtol=1e-5, atol=1e-6)
 
