@@ -13,7 +13,9 @@
      (PyTorch, ``--torch-threads``, ``use_cache=True``) on the same weights, written with
      ``jaxformer.interop.to_hf``. Before any time is printed the two models are checked to
      be one: max |Δ logits| ≤ 1e-4 on the prompt and the same greedy ids; else it stops;
-  4. prefill: prompt tokens/s at T = 512 and 2048, against transformers' forward pass.
+  4. prefill: prompt tokens/s at T = 512 and 2048, against transformers' forward pass;
+  5. batched greedy ``generate`` throughput at B = ``--batches`` (ragged prompts of 8–32
+     tokens, each row stopping on its own), new tokens/s.
 
     .venv/bin/python scripts/bench_generate.py                 # GPT-2-shaped, d=256 L=4
     .venv/bin/python scripts/bench_generate.py --d-model 768 --n-layers 12 --n-heads 12  # 124M
@@ -54,6 +56,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
     return p.parse_args()
 
 
@@ -212,6 +215,18 @@ def prefill_tokens_per_s(model, params, hf, lengths, repeats, threads) -> tuple[
     return ours, theirs
 
 
+def batched_tokens_per_s(model, params, batches, n, repeats) -> dict:
+    """{B: new tokens/s} of greedy ``generate`` on B ragged prompts (8–32 random ids)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for B in batches:
+        prompts = [rng.integers(0, model.codomain.shape[-1], rng.integers(8, 33)).tolist()
+                   for _ in range(B)]  # fmt: skip
+        run = lambda prompts=prompts: generate(model, params, prompts, n, temperature=0)
+        out[B] = B * n / best_time(lambda run=run: run().block_until_ready(), repeats)
+    return out
+
+
 def main() -> int:
     args = parse()
     c = Config(
@@ -274,6 +289,9 @@ def main() -> int:
     for T in lengths:
         print(f"   T={T:5d}: jaxformer {ours[T]:8.0f}   transformers {theirs[T]:8.0f}   "
               f"jaxformer / transformers {ours[T] / theirs[T]:.2f}x")  # fmt: skip
+    print(f"\n5. batched generate, ragged prompts of 8–32 tokens + {n} new (new tokens/s, best)")
+    for B, tps in batched_tokens_per_s(model, params, args.batches, n, args.repeats).items():
+        print(f"   B={B:4d}: {tps:8.1f}   ({tps / B:.1f} per sequence)")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 

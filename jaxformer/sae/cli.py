@@ -1,7 +1,7 @@
 """``jaxformer sae train``: a sparse autoencoder on a point of a trained run.
 
 jaxformer sae train --checkpoint runs/default --at blocks.1.resid_post --latents 2048 --k 32
-jaxformer sae train --checkpoint runs/default --at blocks.1.mlp --latents 1536 --variant relu --l1 5
+jaxformer sae train --checkpoint runs/default --at blocks.1.mlp --latents 1536 --variant relu --l1 2
 jaxformer sae train --checkpoint runs/default --at blocks.1.resid_post --latents 2048 --minutes 5
 jaxformer sae train ... --out runs/sae/mine --resume   # continue after SIGTERM or Ctrl-C
 
