@@ -15,7 +15,10 @@
      be one: max |Δ logits| ≤ 1e-4 on the prompt and the same greedy ids; else it stops;
   4. prefill: prompt tokens/s at T = 512 and 2048, against transformers' forward pass;
   5. batched greedy ``generate`` throughput at B = ``--batches`` (ragged prompts of 8–32
-     tokens, each row stopping on its own), new tokens/s.
+     tokens, each row stopping on its own), new tokens/s;
+  6. continuous batching: 4·B prompts that stop at spread-out steps (stop tokens drawn from
+     the rows' own greedy ids) through B slots (``generate_batched``) against ``generate``
+     on fixed batches of B; each row's useful tokens (up to its stop) per second.
 
     .venv/bin/python scripts/bench_generate.py                 # GPT-2-shaped, d=256 L=4
     .venv/bin/python scripts/bench_generate.py --d-model 768 --n-layers 12 --n-heads 12  # 124M
@@ -39,7 +42,7 @@ import numpy as np
 
 from jaxformer import Config, build
 from jaxformer.core import untie
-from jaxformer.generate import decode_step, empty_cache, generate
+from jaxformer.generate import decode_step, empty_cache, generate, generate_batched
 from jaxformer.generate.cache import laid_out, unstack
 
 MAX_LOGIT_DIFF = 1e-4  # float32 on both sides
@@ -227,6 +230,33 @@ def batched_tokens_per_s(model, params, batches, n, repeats) -> dict:
     return out
 
 
+def continuous_tokens_per_s(model, params, B, n, repeats) -> tuple[float, float]:
+    """Useful new tokens/s (each row up to and with its stop token) of 4·B ragged prompts
+    through B slots, continuously (``generate_batched``) and in fixed batches of B."""
+    V = model.codomain.shape[-1]
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, V, rng.integers(8, 33)).tolist() for _ in range(4 * B)]
+    # stop tokens that make the rows stop at spread-out steps: for each row, the id it
+    # emits at a random step of its own greedy run (greedy ids on random weights repeat)
+    rows = [np.asarray(r) for i in range(0, len(prompts), B)
+            for r in generate(model, params, prompts[i : i + B], n, temperature=0)]  # fmt: skip
+    stops = tuple({int(r[rng.integers(0, n)]) for r in rows})
+
+    def useful(rows) -> int:
+        return sum(next((i + 1 for i, t in enumerate(r) if t in stops), n) for r in rows)
+
+    def fixed():
+        rows = []
+        for i in range(0, len(prompts), B):
+            got = generate(model, params, prompts[i : i + B], n, temperature=0, stop_tokens=stops)
+            rows += [list(np.asarray(r)) for r in got]
+        return rows
+
+    cont = lambda: generate_batched(model, params, prompts, n, slots=B, stop_tokens=stops)
+    tokens = useful(cont())
+    return tokens / best_time(cont, repeats), tokens / best_time(fixed, repeats)
+
+
 def main() -> int:
     args = parse()
     c = Config(
@@ -292,6 +322,12 @@ def main() -> int:
     print(f"\n5. batched generate, ragged prompts of 8–32 tokens + {n} new (new tokens/s, best)")
     for B, tps in batched_tokens_per_s(model, params, args.batches, n, args.repeats).items():
         print(f"   B={B:4d}: {tps:8.1f}   ({tps / B:.1f} per sequence)")
+    B = max(args.batches) // 4 or 1
+    cont, fixed = continuous_tokens_per_s(model, params, B, n, args.repeats)
+    print(f"\n6. {4 * B} prompts stopping at random, {B} slots, up to {n} new tokens each "
+          "(useful tokens/s, best)")  # fmt: skip
+    print(f"   fixed batches (generate)          {fixed:8.1f}")
+    print(f"   continuous (generate_batched)     {cont:8.1f}   speedup {cont / fixed:.2f}x")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 
