@@ -58,7 +58,7 @@ def objective(sae: SAE, params, x_Bd, dead_n, coeffs: dict):
     + ``aux``·aux_k (topk, with ``k_aux``)."""
     pre = sae.pre(params, x_Bd)
     z = sae.activate(params, pre)
-    xhat = sae.decode(params, z)
+    xhat = sae.decode_latents(params, z)
     rec = mse(x_Bd, xhat)
     parts = {"mse": rec, "l0": l0(z), "fve": fve(x_Bd, xhat)}
     if sae.variant == "relu":

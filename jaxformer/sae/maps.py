@@ -164,16 +164,17 @@ class SAE(Map):
         """z = σ(pre(x)).   [..., d] → [..., n]."""
         return self.activate(params, self.pre(params, x))
 
-    def decode(self, params, z):
-        """x̂ = z W_dec + b_dec.   [..., n] → [..., d]."""
+    def decode_latents(self, params, z):
+        """x̂ = z W_dec + b_dec.   [..., n] → [..., d]. (Not ``decode``: that name is every
+        map's cached form, the face generation reads.)"""
         return z @ params["W_dec"] + params["b_dec"]
 
     def apply(self, params, x):
-        return self.decode(params, self.encode(params, x))
+        return self.decode_latents(params, self.encode(params, x))
 
     def forward(self, params, x):
         z = self.encode(params, x)
-        y = self.decode(params, z)
+        y = self.decode_latents(params, z)
         return y, {self.name: y, f"{self.name}.latents": z}
 
     def trace_points(self):
@@ -205,4 +206,4 @@ class Decoder(Map):
     codomain = property(lambda self: Real(self.sae.d))
 
     def apply(self, params, z):
-        return self.sae.decode(params, z)
+        return self.sae.decode_latents(params, z)

@@ -156,7 +156,7 @@ def evaluate(model: Map, params, sae: SAE, sae_params, at: str, windows, batch: 
     for i in range(0, len(windows), batch):
         x = np.asarray(activations(model, params, windows[i : i + batch, :-1], at), np.float64)
         z = np.asarray(sae.encode(sae_params, jnp.asarray(x, jnp.float32)))
-        xhat = np.asarray(sae.decode(sae_params, jnp.asarray(z)), np.float64)
+        xhat = np.asarray(sae.decode_latents(sae_params, jnp.asarray(z)), np.float64)
         err += float(np.sum((x - xhat) ** 2))
         sq += float(np.sum(x**2))
         total = x.sum(0) if total is None else total + x.sum(0)
