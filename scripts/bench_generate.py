@@ -5,7 +5,7 @@
      roofline is (bytes read per token) / bandwidth; each figure below is given against it;
   1. per-token latency of a cached decode step at positions 16, 256 and 1024
      (a fixed cache of ``--context`` slots: the cost must not grow with the position),
-     with the weights as stored and laid out once before the loop (``laid_out``, as
+     with the weights as stored and laid out once before the loop (``decode_weights``, as
      ``generate`` does);
   2. the speedup of cached decoding over recompute-the-prefix decoding at T=512
      (one token = the model run on the 512-token prefix);
@@ -43,7 +43,7 @@ import numpy as np
 from jaxformer import Config, build
 from jaxformer.core import untie
 from jaxformer.generate import decode_step, empty_cache, generate, generate_batched
-from jaxformer.generate.cache import laid_out, unstack
+from jaxformer.generate.cache import decode_weights
 
 MAX_LOGIT_DIFF = 1e-4  # float32 on both sides
 
@@ -106,7 +106,7 @@ def decode_latency(model, params, S: int, positions, repeats: int, k: int = 32, 
     ``layout``: the weights split and laid out once before the loop, as ``generate`` does."""
     model, params = untie(model, params)
     if layout:
-        params = laid_out(model, unstack(model, params))
+        params = decode_weights(model, params)
 
     @functools.partial(jax.jit, donate_argnums=1)
     def steps(params, cache, pos):

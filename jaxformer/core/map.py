@@ -309,7 +309,7 @@ class Map:
     def decode_layout(self, params: Params) -> Params:
         """Its own params as its ``decode`` reads them inside a decode loop, computed once
         before the loop (a layout the loop's matrix-vector products want); the default is
-        the params themselves. Only a leaf's is applied (``generate.cache.laid_out``)."""
+        the params themselves. Only a leaf's is applied (``generate.cache.decode_weights``)."""
         return params
 
     # -- the same, as a parent files them -------------------------------------------------

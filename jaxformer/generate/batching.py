@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Map, require, untie
-from .cache import context, decode_step, empty_cache, laid_out, prefill, unstack
+from .cache import context, decode_step, decode_weights, empty_cache, prefill
 from .loop import _bucket, _check_int, _ids, _prompts
 
 
@@ -53,7 +53,7 @@ def generate_batched(
     S, P = _bucket(n_max + N, ctx), _bucket(n_max, ctx)
     model, params = untie(model, params)
     fill, run = _compiled(model, S, P, C)
-    weights = laid_out(model, unstack(model, params))
+    weights = decode_weights(model, params)
 
     cache = jax.vmap(lambda _: empty_cache(model, S))(jnp.arange(B))
     t_B, pos_B = np.zeros(B, np.int32), np.zeros(B, np.int32)

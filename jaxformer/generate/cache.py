@@ -77,39 +77,24 @@ def decode_step(model: Map, params, cache: Cache, token: jax.Array, pos: jax.Arr
     return logits_1V[0], cache
 
 
-def unstack(model: Map, params):
-    """``params`` with each ``Repeat``'s stacked [L, …] leaves split into a tuple of L
-    per-layer trees: the same function, with the layers as straight-line code.
-
-    A decode loop splits the weights once, before it starts: a scan over stacked weights
-    inside the loop slices (and XLA:CPU re-lays out) every layer's weights at every token.
-    """
+def decode_weights(model: Map, params):
+    """``params`` as a decode loop reads them, made once before the loop: each ``Repeat``'s
+    stacked [L, …] leaves split into a tuple of L per-layer trees (the layers then run as
+    straight-line code: a scan over stacked weights inside the loop slices every layer's at
+    every token), and each leaf's in the layout its cached form reads (``Map.decode_layout``:
+    attention's W_Q, W_K, W_V as one matrix, which XLA:CPU would otherwise transpose at
+    every token). The same function: ``decode`` takes either."""
     if isinstance(model, Repeat):
-        return tuple(model.unstack(params).values())
-    out = dict(params)
-    for c in model.children():
-        if c.namespace and c.name in params:
-            out[c.name] = unstack(c, params[c.name])
-        elif not c.namespace:
-            out |= unstack(c, params)
-    return out
-
-
-def laid_out(model: Map, params):
-    """``params`` (split by ``unstack``) with each leaf's in the layout its cached form reads
-    (``Map.decode_layout``): made once before a decode loop, not at every token."""
-    if isinstance(model, Repeat):
-        if not isinstance(params, tuple):
-            return params
-        return tuple(laid_out(model._layer(l), p) for l, p in enumerate(params))
+        layers = model.unstack(params).values()
+        return tuple(decode_weights(model._layer(l), p) for l, p in enumerate(layers))
     if not model.children():
         return model.decode_layout(params)
     out = dict(params)
     for c in model.children():
         if c.namespace and c.name in params:
-            out[c.name] = laid_out(c, params[c.name])
+            out[c.name] = decode_weights(c, params[c.name])
         elif not c.namespace:  # it files its children beside it: take theirs alone
-            mine = laid_out(c, params)
+            mine = decode_weights(c, params)
             out |= {n: mine[n] for n in c.namespaces() if n in mine}
     return out
 

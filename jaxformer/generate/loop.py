@@ -33,7 +33,7 @@ from jax.experimental import io_callback
 from ..core import Map, require, untie
 from ..models import validate_tokens
 from ..models.lora import LoRA, merge
-from .cache import context, decode_step, laid_out, prefill, unstack
+from .cache import context, decode_step, decode_weights, prefill
 from .sampling import sample_logits
 
 
@@ -95,7 +95,7 @@ def _loop(model, N, S, greedy, k, nucleus, stream, params, tokens_BP, n_B, key, 
     # Only the cache is kept from the prefill, so XLA drops its [P, V] unembedding; the
     # loop's first step re-reads each prompt's last token and gives the logits after it.
     _, cache = jax.vmap(lambda t_P, n: prefill(model, params, t_P, S, length=n))(tokens_BP, n_B)
-    weights = laid_out(model, unstack(model, params))  # split and laid out once
+    weights = decode_weights(model, params)  # split and laid out once
     decode = jax.vmap(functools.partial(decode_step, model, weights))
 
     def more(state):

@@ -11,7 +11,7 @@ initial params of the seed (or, with ``--init-from DIR``, DIR's weights: ``pretr
 so a run resumed from the checkpoint at step k repeats the uninterrupted run's steps bit
 for bit (on one machine).
 
-Stopping and starting again (``resolve.py``, ``_intact_start``):
+Stopping and starting again (``resolve.py``, ``resumed.py``):
   * SIGTERM saves a checkpoint at the next step boundary and returns, preempted;
     Ctrl-C (KeyboardInterrupt) leaves the last complete checkpoint;
   * resuming starts from the newest checkpoint whose files verify; newer damaged ones
@@ -47,7 +47,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
-import numpy as np
 
 from ..core import require
 from ..models.lora import ADAPTER
@@ -55,7 +54,6 @@ from ..parallel import (
     MeshError,
     abstract_opt_state,
     abstract_params,
-    barrier,
     check_same,
     data_shard,
     from_lead,
@@ -67,9 +65,10 @@ from ..parallel import (
 )
 from ..parallel.batch import check_batch
 from . import checkpoint as C
-from . import data, length, optim, packing, pretrained, report, sampler, step
+from . import data, length, optim, packing, pretrained, sampler, step
+from .announce import announce
 from .budget import Spent, size_run
-from .config import RESUMABLE, TrainConfig, upgrade
+from .config import TrainConfig
 from .evaluate import make_evaluator
 from .finish import finish
 from .preempt import Preemption
@@ -77,6 +76,7 @@ from .process import keep_freed_memory
 from .progress import Progress, expert_metrics
 from .remat import build_model
 from .resolve import say, silent
+from .resumed import check_saved_with, intact_start
 from .sharded import stepper
 
 # Fault injection for tests: the process signals itself right after this step: "N" is
@@ -132,7 +132,7 @@ def train(
         run.clock = clock
         start, params, opt_state, train_step = _start(run, resume)
         cfg = run.cfg  # sized to the time budget on a new run
-        run.log(_announce(run, params, start, resume))
+        run.log(announce(run, params, start, resume))
         view = dataclasses.replace(run, cfg=length.Planned(cfg, run.schedule.planned))
         progress = Progress(view, start, resume)
         k, why, tok_s, train_s = _loop(run, progress, params, opt_state, train_step, start,
@@ -197,9 +197,9 @@ def _start(run: _Run, resume: bool):
     when ``--steps 0``)."""
     cfg, mesh = run.cfg, run.mesh
     if resume:
-        start = _intact_start(run)
+        start = intact_start(run)
         meta = run.ckpt.meta(start)
-        _check_saved_with(run, start, meta)
+        check_saved_with(run, start, meta)
         opt = optim.optimizer(cfg)
         opt_targets = abstract_opt_state(opt, run.targets)
         params, opt_state, _ = run.ckpt.restore(start, run.targets, opt_targets, verified=True)
@@ -232,88 +232,6 @@ def _start(run: _Run, resume: bool):
     if run.lead:
         C.save_run_files(cfg.run_dir, cfg, run.mcfg, run.corpus.tokenizer)
     return 0, params, init_opt(params), train_step
-
-
-def _intact_start(run: _Run) -> int:
-    """The newest checkpoint whose files verify (process 0 checks, every process takes its
-    answer). Newer ones that are damaged or were never sealed are set aside, never deleted,
-    each with a note."""
-    ck, lead = run.ckpt, run.lead
-    step, damaged = ck.newest_intact() if lead else (None, [])
-    step = from_lead(-1 if step is None else step)
-    if step < 0:
-        first = damaged[0][1] if damaged else "none is complete"
-        raise C.CheckpointError(
-            f"--resume: no checkpoint of {run.cfg.run_dir} is intact ({first}); nothing was "
-            "changed: pass --overwrite to start the run again"
-        )
-    if lead:
-        for s, why in damaged:
-            run.log(f"note   {why}; set aside, kept, as {ck.set_aside(s)}")
-        for s in ck.unsealed(after=step):
-            run.log(f"note   checkpoint {s} was never sealed; set aside as {ck.set_aside(s)}")
-        if damaged:
-            run.log(f"note   resuming from checkpoint {step}, the newest intact one")
-    barrier("train: checkpoints checked")
-    ck.reload()
-    return step
-
-
-# What a checkpoint must agree on with the run it resumes: all but the loop's settings and
-# where things are (the run's length may grow; the tokenizer is compared by its hash).
-_WHERE = {"out", "name", "cache", "data", "tokenizer", "init_from", "steps", "decay_steps"}
-
-
-def _check_saved_with(run: _Run, step: int, meta: dict) -> None:
-    cfg = run.cfg
-    if meta.get("sampler") != {"seed": cfg.seed, "step": step}:
-        raise C.CheckpointError(
-            f"{cfg.run_dir}: checkpoint {step} has a foreign sampler state "
-            f"{meta.get('sampler')!r}; it belongs to another run"
-        )
-    ours = cfg.to_dict()
-    keys = sorted(set(ours) - RESUMABLE - _WHERE)
-    diff = C.config_differences(upgrade(meta.get("train", ours)), ours, keys)
-    diff += C.config_differences(meta.get("model", run.mcfg.to_dict()), run.mcfg.to_dict())
-    if diff:
-        raise C.CheckpointError(
-            f"--resume: checkpoint {step} of {cfg.run_dir} was saved by another configuration "
-            f"than the run's config.json ({'; '.join(diff[:4])}, checkpoint vs config.json); "
-            "it is refused: start a new run with --out DIR"
-        )
-    if meta.get("tokenizer_sha256") != run.corpus.tokenizer_sha256:
-        raise C.CheckpointError(
-            f"--resume: the corpus or tokenizer changed since {cfg.run_dir} was trained "
-            f"(the tokenizer's hash differs); train a new run with --out DIR"
-        )
-
-
-def _announce(run: _Run, params, start: int, resume: bool) -> str:
-    cfg, mcfg, corpus, T, M = run.cfg, run.mcfg, run.corpus, run.cfg.context, run.cfg.micro_batches
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-    return (
-        f"model  {mcfg.family} L={mcfg.n_layers} d={mcfg.d_model} H={mcfg.n_heads} T={T} "
-        f"V={mcfg.vocab_size}: {n_params / 1e6:.2f}M params\n"
-        f"data   {corpus.source}: {corpus.train.size:,} train / {corpus.val.size:,} val tokens "
-        f"({len(corpus.val_text.encode()) / corpus.val.size:.2f} bytes/token), "
-        f"{run.n_windows:,} windows of {T} per epoch"
-        + ("" if run.efficiency is None else _packed(corpus, run.efficiency))
-        + "\n"
-        f"train  {length.steps_text(run.schedule)} steps × {cfg.batch_size} sequences"
-        + (f" ({M} micro-batches of {cfg.batch_size // M})" if M > 1 else "")
-        + f", lr {cfg.lr:g} → {cfg.min_lr:g} ({length.describe(cfg, run.schedule)}), "
-        f"{cfg.compute_dtype}, remat={cfg.remat}"
-        + (f", {cfg.max_minutes:g} min budget" if cfg.max_minutes else "")
-        + ("" if run.mesh.size == 1 else f"\nmesh   {_show(run.mesh)}")
-        + f"\nmfu    {report.MFU}"
-        + f"\nout    {cfg.run_dir}"
-        + (f"  (resuming at step {start})" if resume else "")
-    )
-
-
-def _packed(corpus: data.Corpus, efficiency: float) -> str:
-    n = len(corpus.train_docs.table)
-    return f", {n:,} documents packed ({efficiency:.1%} of the slots hold tokens)"
 
 
 def _save(run: _Run, k: int, params, opt_state, spent: float) -> None:
@@ -435,9 +353,3 @@ def _mesh(text: str, resume: bool):
     except MeshError as e:
         hint = " (a resumed run keeps its saved --mesh unless given another)" if resume else ""
         raise MeshError(f"--mesh {text!r}: {e}{hint}") from None
-
-
-def _show(mesh) -> str:
-    sizes = " × ".join(f"{a}={k}" for a, k in mesh.shape.items())
-    P = jax.process_count()
-    return f"{sizes}: {mesh.size} devices, {P} process{'es' if P > 1 else ''}"
