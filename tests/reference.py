@@ -34,6 +34,7 @@ ACT = {
     "gelu_tanh": gelu_tanh,
     "gelu": gelu_exact,
     "relu": lambda x: np.maximum(x, 0),
+    "relu2": lambda x: np.maximum(x, 0) ** 2,
     "silu": silu,
 }
 

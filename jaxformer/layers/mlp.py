@@ -1,6 +1,6 @@
 """MLPs as token maps R^d → R^d (lift to R^{T×d} with ``tokenwise``).
 
-    MLP(x)    = φ(x W_in + b_in) W_out + b_out           φ ∈ {GELU (tanh or exact), ReLU}
+    MLP(x)    = φ(x W_in + b_in) W_out + b_out    φ: GELU (tanh or exact), ReLU, ReLU², SiLU
     SwiGLU(x) = (silu(x W_gate) ⊙ (x W_in)) W_out         (LLaMA; no biases)
     GeGLU(x)  = (gelu_tanh(x W_gate) ⊙ (x W_in)) W_out    (Gemma: SwiGLU with φ = tanh-GELU)
 
@@ -20,6 +20,7 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "relu": jax.nn.relu,
+    "relu2": lambda x: jax.numpy.square(jax.nn.relu(x)),  # So et al. 2021 (Primer)
     "silu": jax.nn.silu,
 }
 
@@ -37,6 +38,7 @@ PHI = {
         4,
     ),
     "relu": ("φ(u) = max(u, 0)", r"\varphi(u) = \max(u, 0)", 1),
+    "relu2": ("φ(u) = max(u, 0)²", r"\varphi(u) = \max(u, 0)^2", 2),
     "silu": ("φ(u) = u / (1 + e^(−u))", r"\varphi(u) = u / (1 + e^{-u})", 4),
 }
 W_IN, W_OUT, W_GATE = (rf"W_{{\mathrm{{{s}}}}}" for s in ("in", "out", "gate"))

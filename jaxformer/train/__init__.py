@@ -4,7 +4,7 @@ config.py      TrainConfig, presets, --key value parsing
 data.py        corpus → tokenizer → token files (cached), train/val split
 sampler.py     the batches: a pure function of (seed, step)
 loss.py        cross-entropy in f32, bits per byte
-optim.py       clip → AdamW(warmup-stable-decay or cosine), decay on matrices
+optim.py       clip → AdamW or Muon (warmup-stable-decay or cosine), decay on matrices
 budget.py      --max_minutes: sizing a run, its seconds, when a WSD run decays
 length.py      the run's length as the host knows it: fixed, or set by the clock
 remat.py       named rematerialisation policies

@@ -22,6 +22,7 @@ from ..models import Config
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("wsd", "cosine")
+OPTIMIZERS = ("adamw", "muon")
 REMAT_POLICIES = ("none", "full", "dots", "names")
 
 # Keys that may change when a run is resumed: they steer the loop, not the optimisation.
@@ -81,7 +82,9 @@ class TrainConfig(ModelSettings):
     decay_steps: int = 0  # the LR schedule's length; 0 = steps (a continued run keeps its own)
     schedule: str = "wsd"  # wsd (warmup, stable, 1 − sqrt decay) | cosine (optim.py)
     decay_share: float = 0.2  # wsd: the decay's share of the run (of its time, when budgeted)
-    lr: float = 2e-3  # peak learning rate
+    optimizer: str = "adamw"  # adamw | muon (Muon on the blocks' matrices, AdamW the rest)
+    lr: float = 2e-3  # peak learning rate (AdamW's; with muon, of the params Muon leaves)
+    muon_lr: float = 0.02  # muon: the matrices' peak rate, on the same schedule as --lr
     min_lr: float = 2e-4  # the schedule decays to this
     warmup_steps: int = 100
     weight_decay: float = 0.1  # on the matrices W_* only
@@ -138,6 +141,14 @@ class TrainConfig(ModelSettings):
         for k in ("weight_decay", "grad_clip", "max_minutes", "temperature", "min_lr"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         need(self.lr > 0, "lr", "the learning rate must be positive")
+        need(self.muon_lr > 0, "muon_lr", "the learning rate must be positive")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"choose one of {OPTIMIZERS}")
+        if self.optimizer == "muon":
+            need(
+                not self.lora_rank,
+                "optimizer",
+                "LoRA's adapters are low-rank, not matrices to orthogonalise; use adamw",
+            )
         need(self.min_lr <= self.lr, "min_lr", f"must not exceed --lr {self.lr}")
         need(self.schedule in SCHEDULES, "schedule", f"choose one of {SCHEDULES}")
         need(
@@ -254,8 +265,10 @@ def upgrade(d: dict) -> dict:
     """A saved run's settings with the keys added since, set as that run trained: a run
     saved before --schedule existed ran the cosine, one saved before --init-from,
     --freeze and --lora_rank started from its seed and trained every parameter, and one
-    saved before --pack read its text as one stream."""
+    saved before --pack read its text as one stream, and one saved before --optimizer
+    ran AdamW."""
     old = {"schedule": "cosine", "init_from": "", "freeze": "", "lora_rank": 0, "pack": False}
+    old |= {"optimizer": "adamw"}
     return {**old, **d}
 
 
@@ -270,9 +283,11 @@ def _known(d: dict) -> dict:
 
 
 # `default` is what `make train` runs: as many steps as fit in 10 minutes of training on
-# this machine (measured at startup). `tiny` is for tests and smoke runs.
+# this machine (measured at startup), with the recipe the ablations in BENCHMARKS.md chose
+# (Qwen3's block: RoPE, RMSNorm, QK-norm, SwiGLU, an untied head; Muon on the matrices).
+# `tiny` is for tests and smoke runs.
 PRESETS: dict[str, dict] = {
-    "default": {},
+    "default": dict(family="qwen3", optimizer="muon", lr=4e-3, min_lr=4e-4),
     "tiny": dict(
         vocab_size=300, n_layers=2, d_model=32, n_heads=2, context=32, batch_size=8,
         steps=40, max_minutes=0.0, warmup_steps=5, lr=3e-3, min_lr=3e-4, eval_every=20,

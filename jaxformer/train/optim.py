@@ -1,7 +1,11 @@
-"""The optimizer: global-norm clipping, then AdamW on a learning-rate schedule.
+"""The optimizer: global-norm clipping, then AdamW (or Muon) on a learning-rate schedule.
 
     g ← g · min(1, c / ‖g‖₂)
     θ ← θ − η_k (Adam(g) + λ θ ⊙ [θ is a matrix W_*])
+
+``--optimizer muon`` moves the blocks' matrices by Muon instead (``muon``: the orthogonal
+factor of their Nesterov momentum, at the peak rate ``--muon_lr``) and the rest by AdamW
+as above, both on the one schedule η_k.
 
 ``--schedule wsd`` (warmup-stable-decay, the default), with k the update's index (0, 1, …):
 
@@ -43,13 +47,16 @@ all of the above, so they keep their values, hold no optimizer state, and the cl
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from optax.contrib import MuonDimensionNumbers, scale_by_muon
 
+from ..models.layout import BLOCKS
 from ..models.lora import adapter_only
 from . import pretrained
 from .config import TrainConfig
@@ -74,8 +81,8 @@ def wsd(cfg: TrainConfig, k, D, N):
     return jnp.where(k < cfg.warmup_steps, warm, jnp.where(k < D, f(cfg.lr), decay))
 
 
-def scale_by_wsd(cfg: TrainConfig) -> optax.GradientTransformation:
-    """u ↦ −η_k · u, with (k, D, N) in the state (k counts the updates)."""
+def scale_by_wsd(cfg: TrainConfig, scale: float = 1.0) -> optax.GradientTransformation:
+    """u ↦ −s · η_k · u, with (k, D, N) in the state (k counts the updates), s = ``scale``."""
     D, N = cfg.fixed_decay or (NOT_YET, 1)
 
     def init(params):
@@ -84,7 +91,7 @@ def scale_by_wsd(cfg: TrainConfig) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
-        lr = wsd(cfg, state.count, state.decay_start, state.decay_steps)
+        lr = scale * wsd(cfg, state.count, state.decay_start, state.decay_steps)
         updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
         return updates, state._replace(count=optax.safe_increment(state.count))
 
@@ -157,22 +164,95 @@ def decay_mask(params) -> dict:
     )
 
 
-def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def rate(cfg: TrainConfig, scale: float = 1.0) -> optax.GradientTransformation:
+    """u ↦ −s · η_k · u on the run's schedule (WSD's k, D, N in the state)."""
     if cfg.schedule == "cosine":
-        adamw = optax.adamw(
+        return optax.scale_by_learning_rate(lambda k: scale * schedule(cfg)(k))
+    return scale_by_wsd(cfg, scale)
+
+
+def adamw(cfg: TrainConfig) -> optax.GradientTransformation:
+    if cfg.schedule == "cosine":
+        return optax.adamw(
             schedule(cfg), b1=cfg.beta1, b2=cfg.beta2, weight_decay=cfg.weight_decay,
             mask=decay_mask,
         )  # fmt: skip
-    else:  # optax.adamw's chain (Adam, masked decay, the rate), the rate from the state
-        adamw = optax.chain(
-            optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2),
-            optax.add_decayed_weights(cfg.weight_decay, decay_mask),
-            scale_by_wsd(cfg),
+    # optax.adamw's chain (Adam, masked decay, the rate), the rate from the state
+    return optax.chain(
+        optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2),
+        optax.add_decayed_weights(cfg.weight_decay, decay_mask),
+        rate(cfg),
+    )
+
+
+def muon_axes(path, x) -> MuonDimensionNumbers | None:
+    """How Muon sees a parameter as a stack of matrices [fan_in, fan_out], or None (AdamW).
+
+    The blocks' matrices W_* are Muon's; the embeddings, positions and unembedding are not
+    (they map ids, not a space, Jordan et al.'s rule). Leading axes (the layers L, experts
+    E) are a batch. Attention's are per head: W_Q, W_K, W_V [.., H, d, k] are the one map
+    R^d → R^{H·k}, and W_O [.., H, k, d] the one map R^{H·k} → R^d.
+    """
+    keys = [str(getattr(k, "key", "")) for k in path]
+    name = keys[-1]
+    if BLOCKS not in keys or not name.startswith("W_") or x.ndim < 2:
+        return None
+    if name in ("W_Q", "W_K", "W_V"):
+        return MuonDimensionNumbers(reduction_axis=-2, output_axis=(-3, -1))
+    if name == "W_O":
+        return MuonDimensionNumbers(reduction_axis=(-3, -2), output_axis=-1)
+    return MuonDimensionNumbers(reduction_axis=-2, output_axis=-1)
+
+
+def _muon_dims(tree):
+    # a leaf of the partition's masked tree: Muon's (the AdamW ones are MaskedNode there)
+    return jax.tree_util.tree_map_with_path(muon_axes, tree)
+
+
+def _by_fan(updates, params=None):
+    """O ↦ √max(1, fan_out/fan_in) O: an orthogonal O of a wide matrix has RMS √(1/fan_out);
+    this gives every shape the same RMS per fan-in (Jordan et al.'s scaling)."""
+    del params
+
+    def scaled(path, u):
+        axes = muon_axes(path, u)
+        fan = [math.prod(u.shape[a] for a in np.atleast_1d(ax)) for ax in axes]
+        return u * math.sqrt(max(1.0, fan[1] / fan[0]))
+
+    return jax.tree_util.tree_map_with_path(scaled, updates)
+
+
+def muon(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Muon (Jordan et al. 2024) on the blocks' matrices, AdamW on the rest (``muon_axes``):
+
+        M ← β M + g,   O = NS₅(β M + g) ≈ U Vᵀ  (M's orthogonal factor, Newton–Schulz),
+        W ← W − η_k (r/η) (√max(1, fan_out/fan_in) O) − η_k λ W
+
+    with r = ``muon_lr`` and η = ``lr``: one schedule, Muon's peak r. The decay is
+    η_k λ W, as AdamW's, whichever optimizer moves W.
+    """
+    s = cfg.muon_lr / cfg.lr
+    matrices = optax.chain(
+        scale_by_muon(beta=0.95, weight_dimension_numbers=_muon_dims),
+        optax.stateless(_by_fan),
+        optax.add_decayed_weights(cfg.weight_decay / s),  # × s η_k below: η_k λ
+        rate(cfg, s),
+    )
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, x: "adamw" if muon_axes(p, x) is None else "muon", params
         )
+
+    return optax.multi_transform({"muon": matrices, "adamw": adamw(cfg)}, labels)
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    update = muon(cfg) if cfg.optimizer == "muon" else adamw(cfg)
     opt = (
-        adamw
+        update
         if cfg.grad_clip == 0
-        else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
+        else optax.chain(optax.clip_by_global_norm(cfg.grad_clip), update)
     )
     trained = labels(cfg)
     if trained is None:

@@ -33,6 +33,7 @@ GPT2 = {  # n_head not a power of two, untied heads, every activation, n_inner �
         n_inner=24, layer_norm_epsilon=1e-3,
     ),
     "gpt2-h2-relu-bin": dict(n_embd=16, n_head=2, n_layer=3, activation_function="relu"),
+    "gpt2-h2-relu2": dict(n_embd=16, n_head=2, n_layer=2, activation_function="relu2"),
 }  # fmt: skip
 LLAMA = {  # GQA and MQA, tied and untied, rope_theta ≠ 10000, head_dim ≠ d/H, biases
     "llama-gqa-untied": dict(

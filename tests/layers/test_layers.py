@@ -113,7 +113,7 @@ def test_norm_gradients_equal_finite_differences_of_the_formula(kind):
         np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("act", ["gelu_tanh", "gelu", "relu"])
+@pytest.mark.parametrize("act", ["gelu_tanh", "gelu", "relu", "relu2"])
 def test_mlp(act):
     m = tokenwise(MLP(6, 10, act))
     p = randomize(m.init(jax.random.key(0)), scale=0.5)
