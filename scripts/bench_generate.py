@@ -18,7 +18,14 @@
      tokens, each row stopping on its own), new tokens/s;
   6. continuous batching: 4·B prompts that stop at spread-out steps (stop tokens drawn from
      the rows' own greedy ids) through B slots (``generate_batched``) against ``generate``
-     on fixed batches of B; each row's useful tokens (up to its stop) per second.
+     on fixed batches of B; each row's useful tokens (up to its stop) per second;
+  7. weight storage: the decode step with its matrices in float32, bfloat16 and int8 (per
+     output channel; ``generate(weights=...)``): ms/token, bytes read per token and the
+     fraction of that storage's roofline, and the logits against float32's (max |Δ logit|,
+     top-1 agreement) at every position of a few random prompts; a markdown table.
+
+``--sections 0 7`` runs those alone (0, the bandwidth, is measured whenever a roofline is
+printed; the transformers check runs only for sections 3 and 4).
 
     .venv/bin/python scripts/bench_generate.py                 # GPT-2-shaped, d=256 L=4
     .venv/bin/python scripts/bench_generate.py --d-model 768 --n-layers 12 --n-heads 12  # 124M
@@ -41,9 +48,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer import Config, build
-from jaxformer.core import untie
+from jaxformer.core import stored, untie
+from jaxformer.core.stored import WEIGHTS, StoredMatrix
 from jaxformer.generate import decode_step, empty_cache, generate, generate_batched
-from jaxformer.generate.cache import decode_weights
+from jaxformer.generate.cache import decode_weights, prefill
 
 MAX_LOGIT_DIFF = 1e-4  # float32 on both sides
 
@@ -60,6 +68,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--sections", type=int, nargs="+", default=list(range(8)), metavar="N")
+    p.add_argument("--storage-prompts", type=int, default=4, help="section 7's prompts")
+    p.add_argument(
+        "--storage-blocks", type=int, nargs="+", default=[17], metavar="LOG2",
+        help="section 7: the stored matrices' column blocks, log2 of their entries (17)",
+    )  # fmt: skip
     return p.parse_args()
 
 
@@ -89,24 +103,29 @@ def bandwidth(repeats: int, threads: int, mb: int = 256) -> float:
     return max(copy, 2 * x.nbytes / best_time(lambda: scale(x).block_until_ready(), repeats))
 
 
-def bytes_per_token(model, params, S: int) -> int:
-    """What one decode step reads: every weight but the embedding tables (one row each) and
-    the whole cache of S slots (k and v of every layer: the slots past the position are
-    read, then masked)."""
+def bytes_per_token(model, params, S: int, weights: str = "float32") -> int:
+    """What one decode step reads: every weight but the embedding tables (one row each),
+    its matrices as ``weights`` stores them (``decode_weights``), and the whole cache of S
+    slots (k and v of every layer: the slots past the position are read, then masked)."""
     model, params = untie(model, params)
-    weights = sum(x.nbytes for x in jax.tree.leaves(params))
+    laid = decode_weights(model, params, weights)
+    is_stored = lambda x: isinstance(x, StoredMatrix)
+    read = sum(x.nbytes for x in jax.tree.leaves(laid, is_leaf=is_stored))
     tables = params["embed"]["W_E"].nbytes + params.get("pos", {}).get("W_pos", np.zeros(0)).nbytes
     cache = sum(x.nbytes for x in jax.tree.leaves(empty_cache(model, S)))
-    return weights - tables + cache
+    return read - tables + cache
 
 
-def decode_latency(model, params, S: int, positions, repeats: int, k: int = 32, layout=True):
+def decode_latency(
+    model, params, S: int, positions, repeats: int, k: int = 32, layout=True, weights="float32"
+):  # fmt: skip
     """Seconds per token of k cached decode steps from each position, in one jitted loop
     on a cache of S slots (as inside ``generate``, so no per-call dispatch is counted);
-    ``layout``: the weights split and laid out once before the loop, as ``generate`` does."""
+    ``layout``: the weights split, laid out and stored (``weights``) once before the loop,
+    as ``generate`` does."""
     model, params = untie(model, params)
     if layout:
-        params = decode_weights(model, params)
+        params = decode_weights(model, params, weights)
 
     @functools.partial(jax.jit, donate_argnums=1)
     def steps(params, cache, pos):
@@ -203,8 +222,6 @@ def prefill_tokens_per_s(model, params, hf, lengths, repeats, threads) -> tuple[
     written as ``prefill`` does) and transformers' forward on the same weights."""
     import torch
 
-    from jaxformer.generate.cache import prefill
-
     run = jax.jit(lambda p, t: prefill(model, p, t, t.shape[0])[0][-1])
     torch.set_num_threads(threads)
     ours, theirs = {}, {}
@@ -257,6 +274,32 @@ def continuous_tokens_per_s(model, params, B, n, repeats) -> tuple[float, float]
     return tokens / best_time(cont, repeats), tokens / best_time(fixed, repeats)
 
 
+def storage_table(model, params, S, bw, repeats, n_prompts, blocks, T: int = 32) -> dict:
+    """Section 7: {(storage, log2 block): (seconds per token at position 16 from a cache of
+    S slots, bytes read per token, the fraction of its own roofline, max |Δ logit| against
+    float32, the share of positions with float32's argmax)} over ``n_prompts`` random
+    prompts of T tokens, every position's logits (the prefill reads the stored matrices,
+    as decoding does). ``blocks``: the column blocks' sizes tried (``core.stored.BLOCK``,
+    as log2 of its entries)."""
+    model, params = untie(model, params)
+    V = model.codomain.shape[-1]
+    prompts = np.random.default_rng(2).integers(0, V, (n_prompts, T)).astype(np.int32)
+    logits = jax.jit(jax.vmap(lambda w, t: prefill(model, w, t)[0], in_axes=(None, 0)))
+    ref = np.asarray(logits(params, prompts))
+    rows, default = {}, stored.BLOCK
+    for w in WEIGHTS:
+        for b in blocks if w != "float32" else [None]:
+            stored.BLOCK = default if b is None else 2**b
+            sec = decode_latency(model, params, S, [16], repeats, weights=w)[16]
+            read = bytes_per_token(model, params, S, w)
+            z = np.asarray(logits(decode_weights(model, params, w), prompts))
+            err = float(np.abs(z - ref).max())
+            top1 = float((z.argmax(-1) == ref.argmax(-1)).mean())
+            rows[w, b] = (sec, read, (read / bw) / sec, err, top1)
+    stored.BLOCK = default
+    return rows
+
+
 def main() -> int:
     args = parse()
     c = Config(
@@ -274,9 +317,10 @@ def main() -> int:
         f"on {os.cpu_count()} CPUs"
     )
     prompt = (np.arange(args.prompt_len) * 7 % c.vocab_size).tolist()
-    n = args.new_tokens
-    hf = hf_model(model, params)
-    compile_s = check_same_model(model, params, hf, prompt, n)  # before any time is printed
+    n, run = args.new_tokens, set(args.sections)
+    if run & {3, 4}:
+        hf = hf_model(model, params)
+        compile_s = check_same_model(model, params, hf, prompt, n)  # before any time is printed
 
     bw = bandwidth(args.repeats, os.cpu_count())
     roof = lambda S: bw / bytes_per_token(model, params, S)  # tokens/s
@@ -285,49 +329,72 @@ def main() -> int:
     print(f"   bytes per decode token: {per_token:.0f} MB with a cache of {c.context} slots: "
           f"roofline {roof(c.context):.1f} tokens/s")  # fmt: skip
 
-    positions = [p for p in (16, 256, 512, 1024) if p + 32 <= c.context]
-    lat = decode_latency(model, params, c.context, positions, args.repeats)
-    stored = decode_latency(model, params, c.context, positions, args.repeats, layout=False)
-    print(f"\n1. cached decode, 32 steps from each position, cache of {c.context} slots")
-    print("   (ms/token, best of repeats; tokens/s as a fraction of the roofline)")
-    print("                   laid out once          as stored")
-    for pos in positions:
-        a, b = lat[pos], stored[pos]
-        print(f"   position {pos:5d}: {a * 1e3:8.2f} ({1 / a / roof(c.context):4.0%})   "
-              f"{b * 1e3:8.2f} ({1 / b / roof(c.context):4.0%})")  # fmt: skip
+    if 1 in run:
+        positions = [p for p in (16, 256, 512, 1024) if p + 32 <= c.context]
+        lat = decode_latency(model, params, c.context, positions, args.repeats)
+        stored = decode_latency(model, params, c.context, positions, args.repeats, layout=False)
+        print(f"\n1. cached decode, 32 steps from each position, cache of {c.context} slots")
+        print("   (ms/token, best of repeats; tokens/s as a fraction of the roofline)")
+        print("                   laid out once          as stored")
+        for pos in positions:
+            a, b = lat[pos], stored[pos]
+            print(f"   position {pos:5d}: {a * 1e3:8.2f} ({1 / a / roof(c.context):4.0%})   "
+                  f"{b * 1e3:8.2f} ({1 / b / roof(c.context):4.0%})")  # fmt: skip
 
     T = 512
-    rec = recompute_latency(model, params, T, args.repeats)
-    print(f"\n2. one token at T={T} (ms, best of repeats)")
-    print(f"   recompute the prefix {rec * 1e3:8.2f}")
-    print(f"   cached decode step   {lat[T] * 1e3:8.2f}   speedup {rec / lat[T]:.1f}x")
+    if 2 in run:
+        rec = recompute_latency(model, params, T, args.repeats)
+        at_T = lat[T] if 1 in run else decode_latency(model, params, c.context, [T], args.repeats)
+        at_T = at_T[T]
+        print(f"\n2. one token at T={T} (ms, best of repeats)")
+        print(f"   recompute the prefix {rec * 1e3:8.2f}")
+        print(f"   cached decode step   {at_T * 1e3:8.2f}   speedup {rec / at_T:.1f}x")
 
-    ours = ours_tokens_per_s(model, params, prompt, n, args.repeats)
-    theirs = hf_tokens_per_s(hf, prompt, n, args.repeats, args.torch_threads)
-    S = min(c.context, max(16, 1 << (args.prompt_len + n - 1).bit_length()))  # its cache
-    print(f"\n3. greedy generate, prompt {args.prompt_len} tokens + {n} new (tokens/s, best;")
-    print(f"   the fraction of the roofline with generate's cache of {S} slots)")
-    print(f"   jaxformer.generate              {ours:8.1f} ({ours / roof(S):4.0%})   "
-          f"(compile: {compile_s:.1f} s)")  # fmt: skip
-    for t, tps in theirs.items():
-        print(f"   transformers, torch {t} thread(s) {tps:8.1f} ({tps / roof(S):4.0%})   "
-              f"jaxformer / transformers {ours / tps:.2f}x")  # fmt: skip
-    lengths = [T for T in (512, 2048) if T <= c.context]
-    threads = max(args.torch_threads)
-    ours, theirs = prefill_tokens_per_s(model, params, hf, lengths, args.repeats, threads)
-    print(f"\n4. prefill: the prompt's forward pass (tokens/s, best; torch {threads} threads)")
-    for T in lengths:
-        print(f"   T={T:5d}: jaxformer {ours[T]:8.0f}   transformers {theirs[T]:8.0f}   "
-              f"jaxformer / transformers {ours[T] / theirs[T]:.2f}x")  # fmt: skip
-    print(f"\n5. batched generate, ragged prompts of 8–32 tokens + {n} new (new tokens/s, best)")
-    for B, tps in batched_tokens_per_s(model, params, args.batches, n, args.repeats).items():
-        print(f"   B={B:4d}: {tps:8.1f}   ({tps / B:.1f} per sequence)")
-    B = max(args.batches) // 4 or 1
-    cont, fixed = continuous_tokens_per_s(model, params, B, n, args.repeats)
-    print(f"\n6. {4 * B} prompts stopping at random, {B} slots, up to {n} new tokens each "
-          "(useful tokens/s, best)")  # fmt: skip
-    print(f"   fixed batches (generate)          {fixed:8.1f}")
-    print(f"   continuous (generate_batched)     {cont:8.1f}   speedup {cont / fixed:.2f}x")
+    if 3 in run:
+        ours = ours_tokens_per_s(model, params, prompt, n, args.repeats)
+        theirs = hf_tokens_per_s(hf, prompt, n, args.repeats, args.torch_threads)
+        S = min(c.context, max(16, 1 << (args.prompt_len + n - 1).bit_length()))  # its cache
+        print(f"\n3. greedy generate, prompt {args.prompt_len} tokens + {n} new (tokens/s, best;")
+        print(f"   the fraction of the roofline with generate's cache of {S} slots)")
+        print(f"   jaxformer.generate              {ours:8.1f} ({ours / roof(S):4.0%})   "
+              f"(compile: {compile_s:.1f} s)")  # fmt: skip
+        for t, tps in theirs.items():
+            print(f"   transformers, torch {t} thread(s) {tps:8.1f} ({tps / roof(S):4.0%})   "
+                  f"jaxformer / transformers {ours / tps:.2f}x")  # fmt: skip
+    if 4 in run:
+        lengths = [T for T in (512, 2048) if T <= c.context]
+        threads = max(args.torch_threads)
+        ours, theirs = prefill_tokens_per_s(model, params, hf, lengths, args.repeats, threads)
+        print(f"\n4. prefill: the prompt's forward pass (tokens/s, best; torch {threads} threads)")
+        for T in lengths:
+            print(f"   T={T:5d}: jaxformer {ours[T]:8.0f}   transformers {theirs[T]:8.0f}   "
+                  f"jaxformer / transformers {ours[T] / theirs[T]:.2f}x")  # fmt: skip
+    if 5 in run:
+        print(f"\n5. batched generate, ragged prompts of 8–32 tokens + {n} new "
+              "(new tokens/s, best)")  # fmt: skip
+        for B, tps in batched_tokens_per_s(model, params, args.batches, n, args.repeats).items():
+            print(f"   B={B:4d}: {tps:8.1f}   ({tps / B:.1f} per sequence)")
+    if 6 in run:
+        B = max(args.batches) // 4 or 1
+        cont, fixed = continuous_tokens_per_s(model, params, B, n, args.repeats)
+        print(f"\n6. {4 * B} prompts stopping at random, {B} slots, up to {n} new tokens each "
+              "(useful tokens/s, best)")  # fmt: skip
+        print(f"   fixed batches (generate)          {fixed:8.1f}")
+        print(f"   continuous (generate_batched)     {cont:8.1f}   speedup {cont / fixed:.2f}x")
+    if 7 in run:
+        k, T7 = args.storage_prompts, 32
+        rows = storage_table(model, params, c.context, bw, args.repeats, k, args.storage_blocks, T7)
+        print(f"\n7. weight storage: the decode step at position 16, cache of {c.context} slots "
+              f"(best of repeats); logits against float32 at all {k}×{T7} positions of "
+              f"{k} random prompts")  # fmt: skip
+        print("\n| weights | block | ms/token | MB read/token | of its roofline | speedup | "
+              "max abs Δ logit | top-1 = f32 |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        f32 = rows["float32", None][0]
+        for (w, b), (sec, read, frac, err, top1) in rows.items():
+            block = "" if b is None else f"2^{b}"
+            print(f"| {w} | {block} | {sec * 1e3:.2f} | {read / 1e6:.1f} | {frac:.0%} | "
+                  f"{f32 / sec:.2f}× | {err:.2e} | {top1:.1%} |")  # fmt: skip
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -190,6 +190,7 @@ CLI = [
     ("sample", "sample --checkpoint {ws}/run --prompt hi --seed -1", ["--seed -1"]),
     ("sample", "sample --checkpoint {ws}/run --prompt hi --seed 2199023255552", ["2199023255552"]),
     ("sample", "sample --checkpoint {ws}/run --prompt hi --errors bogus", ["'bogus'"]),
+    ("sample", "sample --checkpoint {ws}/run --prompt hi --weights fp8", ["'fp8'", "'int8'"]),
     ("sample", "sample --checkpoint {ws}/run --prompt 'a<|endoftext|>'", ["<|endoftext|>"]),
     ("sample", "sample --checkpoint {ws}/run --prompt '" + "to be " * 40 + "'", ["no room"]),
     ("sample", ["sample", "--checkpoint", "{ws}/run", "--prompt", "caf\udce9"], ["UTF-8"]),
@@ -437,6 +438,12 @@ API = [
     ("logits", lambda e: logits(e["model"], e["params"], [[[1]]]), ValueError, ["(1, 1, 1)"]),
     # generate
     ("generate", lambda e: generate(e["model"], e["params"], [1], 0), ValueError, ["got 0"]),
+    (
+        "generate",
+        lambda e: generate(e["model"], e["params"], [1], 2, temperature=0, weights="fp16"),
+        ValueError,
+        ["'fp16'", "'bfloat16'"],
+    ),
     (
         "generate",
         lambda e: generate(e["model"], e["params"], [1], T),

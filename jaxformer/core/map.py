@@ -109,6 +109,9 @@ class Map:
     name: str
     namespace: bool = True  # leaves own a params namespace; wiring combinators don't
     tokenwise: bool = False  # acts on each token alone (its cached form is itself)
+    # its params that its cached form multiplies by as x @ W, W [in, out], named as in its
+    # ``decode_layout``: those a decode loop may store in fewer bits (``core.stored``)
+    matrices: tuple[str, ...] = ()
 
     # -- the map itself --------------------------------------------------------
     @property

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import Map, require, untie
+from ..core.stored import check_weights
 from .cache import context, decode_step, decode_weights, empty_cache, prefill
 from .loop import _bucket, _check_int, _ids, _prompts
 
@@ -36,10 +37,13 @@ def generate_batched(
     slots: int = 8,
     chunk: int = 16,
     stop_tokens: Sequence[int] = (),
+    weights: str = "float32",
 ) -> list[np.ndarray]:
     """Greedy new ids for each prompt, [max_new_tokens] each (after a stop token, that token
-    repeated), through ``slots`` rows decoding ``chunk`` tokens per compiled call."""
+    repeated), through ``slots`` rows decoding ``chunk`` tokens per compiled call.
+    ``weights``: the matrices as in ``generate`` (prefills and decoding read the same)."""
     require(model, "decode", "generate_batched")
+    check_weights(weights, "generate_batched: weights")
     rows, _ = _prompts(model, list(prompts))
     N = _check_int("max_new_tokens", max_new_tokens, 1)
     B, C = _check_int("slots", slots, 1), _check_int("chunk", chunk, 1)
@@ -53,7 +57,8 @@ def generate_batched(
     S, P = _bucket(n_max + N, ctx), _bucket(n_max, ctx)
     model, params = untie(model, params)
     fill, run = _compiled(model, S, P, C)
-    weights = decode_weights(model, params)
+    laid = decode_weights(model, params, weights)  # split, laid out and stored once
+    first = params if weights == "float32" else laid  # the prefills read the same Ŵ
 
     cache = jax.vmap(lambda _: empty_cache(model, S))(jnp.arange(B))
     t_B, pos_B = np.zeros(B, np.int32), np.zeros(B, np.int32)
@@ -66,10 +71,10 @@ def generate_batched(
                 owner[b] = i = waiting.pop(0)
                 tokens = np.zeros(P, np.int32)
                 tokens[: len(rows[i])] = rows[i]
-                cache = fill(params, cache, b, tokens, len(rows[i]))
+                cache = fill(first, cache, b, tokens, len(rows[i]))
                 t_B[b], pos_B[b] = rows[i][-1], len(rows[i]) - 1
         live = np.array([o >= 0 for o in owner])
-        new_CB, cache = run(weights, cache, jnp.asarray(t_B), jnp.asarray(pos_B))
+        new_CB, cache = run(laid, cache, jnp.asarray(t_B), jnp.asarray(pos_B))
         new_CB = np.asarray(new_CB)
         for b in np.flatnonzero(live):
             i = owner[b]

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core import Cache, Map, Repeat
+from ..core.stored import check_weights, store
 
 
 def context(model: Map) -> int | None:
@@ -77,24 +78,30 @@ def decode_step(model: Map, params, cache: Cache, token: jax.Array, pos: jax.Arr
     return logits_1V[0], cache
 
 
-def decode_weights(model: Map, params):
+def decode_weights(model: Map, params, weights: str = "float32"):
     """``params`` as a decode loop reads them, made once before the loop: each ``Repeat``'s
     stacked [L, …] leaves split into a tuple of L per-layer trees (the layers then run as
     straight-line code: a scan over stacked weights inside the loop slices every layer's at
     every token), and each leaf's in the layout its cached form reads (``Map.decode_layout``:
     attention's W_Q, W_K, W_V as one matrix, which XLA:CPU would otherwise transpose at
-    every token). The same function: ``decode`` takes either."""
+    every token). The same function: ``decode`` takes either.
+
+    ``weights`` ("float32", "bfloat16", "int8"): how each leaf's ``matrices`` are kept
+    (``core.stored.store``: bf16, or int8 with a float32 scale per output channel); every
+    other param (norms, biases, the embedding tables a token looks up) stays float32."""
+    check_weights(weights, "decode_weights: weights")
     if isinstance(model, Repeat):
         layers = model.unstack(params).values()
-        return tuple(decode_weights(model._layer(l), p) for l, p in enumerate(layers))
+        return tuple(decode_weights(model._layer(l), p, weights) for l, p in enumerate(layers))
     if not model.children():
-        return model.decode_layout(params)
+        laid = model.decode_layout(params)
+        return {n: store(W, weights) if n in model.matrices else W for n, W in laid.items()}
     out = dict(params)
     for c in model.children():
         if c.namespace and c.name in params:
-            out[c.name] = decode_weights(c, params[c.name])
+            out[c.name] = decode_weights(c, params[c.name], weights)
         elif not c.namespace:  # it files its children beside it: take theirs alone
-            mine = decode_weights(c, params)
+            mine = decode_weights(c, params, weights)
             out |= {n: mine[n] for n in c.namespaces() if n in mine}
     return out
 

@@ -1,7 +1,7 @@
 """``jaxformer sample``: text from a trained checkpoint, printed as it is generated.
 
     jaxformer sample --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 \\
-        --temperature 0.8 --top-k 50 --top-p 0.95 --seed 0
+        --temperature 0.8 --top-k 50 --top-p 0.95 --seed 0 --weights int8
 
 ``--checkpoint`` is a training run or an HF directory (config.json, *.safetensors and
 tokenizer.json or vocab.json + merges.txt), read by ``interop.load_checkpoint``.
@@ -44,6 +44,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="the random seed (same seed, same text)")
     p.add_argument(
+        "--weights", default="float32", metavar="float32|bfloat16|int8",
+        help="how the decode loop stores its matrices: float32 (default), bfloat16, or int8 "
+        "per output channel (fewer bytes read per token; activations stay float32)",
+    )  # fmt: skip
+    p.add_argument(
         "--allow-special",
         action="store_true",
         help="encode special tokens in the prompt (e.g. <|endoftext|>) as their ids",
@@ -59,9 +64,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..core.stored import check_weights
     from ..interop import load_checkpoint
 
     try:
+        check_weights(args.weights, "--weights")
         if not args.prompt:
             raise ValueError("--prompt is empty; give the text to continue, e.g. --prompt 'The'")
         prompt = _text(args.prompt, args.errors)
@@ -74,6 +81,7 @@ def run(args) -> int:
         sample(
             config, params, tokenizer, prompt, max_new_tokens=n, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p, seed=args.seed, allow_special=args.allow_special,
+            weights=args.weights,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"jaxformer sample: error: {e}", file=sys.stderr)
@@ -129,11 +137,13 @@ def sample(
     config, params, tokenizer, prompt: str, *, max_new_tokens: int | None = None,
     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
     seed: int = 0, out: TextIO | None = None, allow_special: bool = False,
+    weights: str = "float32",
 ) -> list[int]:  # fmt: skip
     """Write ``prompt`` and its continuation to ``out`` (stdout) as it is generated;
     return the new token ids, up to the first stop token. ``max_new_tokens=None``:
     200, or as many as the context leaves after the prompt if that is fewer. A special
-    token in the prompt is a ValueError unless ``allow_special``."""
+    token in the prompt is a ValueError unless ``allow_special``. ``weights``: as in
+    ``generate`` (the decode loop's matrices in float32, bfloat16 or int8)."""
     import jax
 
     from ..models import build
@@ -151,6 +161,7 @@ def sample(
     new = generate(
         build(config), params, ids, max_new_tokens, key=jax.random.key(seed),
         temperature=temperature, top_k=top_k, top_p=top_p, stop_tokens=stops, stream=text,
+        weights=weights,
     )  # fmt: skip
     text.close()
     new = np.asarray(new).tolist()

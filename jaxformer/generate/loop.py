@@ -31,6 +31,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from ..core import Map, require, untie
+from ..core.stored import check_weights
 from ..models import validate_tokens
 from ..models.lora import LoRA, merge
 from .cache import context, decode_step, decode_weights, prefill
@@ -49,14 +50,22 @@ def generate(
     top_p: float | None = None,
     stop_tokens: Sequence[int] = (),
     stream: Callable[[np.ndarray], None] | None = None,
+    weights: str = "float32",
 ) -> jax.Array:
     """New token ids: [max_new_tokens] for one prompt (a list of ids), [B, max_new_tokens]
     for a list of B prompts of any lengths. The prompt is not repeated in the output.
 
     ``stream(tokens_B)`` (optional) is called on the host with each step's new tokens,
     in order, while the loop runs: the CLI prints text as it is generated.
+
+    ``weights``: how the loop keeps the matrices it multiplies by (``Map.matrices``):
+    "float32" (the params themselves), "bfloat16", or "int8" per output channel with float32
+    scales (``core.stored``), made once before the loop. The prefill reads them too, so the
+    ids are those of the model whose matrices are Ŵ; activations, norms, biases and the
+    embedding lookup stay float32.
     """
     require(model, "decode", "generate")
+    check_weights(weights, "generate: weights")
     if isinstance(model, LoRA):  # W₀ + (α/r) A B folded once, not recomputed at every token
         model, params = merge(model, params)
     prompts, single = _prompts(model, prompt_ids)
@@ -78,24 +87,27 @@ def generate(
     for b, p in enumerate(prompts):
         tokens_BP[b, : len(p)] = p
     n_B = np.array([len(p) for p in prompts], np.int32)
-    run = _compiled(model, N, _bucket(n_max + N, ctx), greedy, top_k, top_p is not None, stream)
+    S, nucleus = _bucket(n_max + N, ctx), top_p is not None
+    run = _compiled(model, N, S, greedy, top_k, nucleus, stream, weights)
     key = jax.random.key(0) if key is None else key
     out = run(params, tokens_BP, n_B, key, temperature, top_p or 1.0, jnp.asarray(stops))
     return out[0] if single else out
 
 
 @functools.lru_cache(maxsize=32)  # keyed on ``stream`` too: pass the same callable again
-def _compiled(model, N, S, greedy, k, nucleus, stream):
-    return jax.jit(functools.partial(_loop, model, N, S, greedy, k, nucleus, stream))
+def _compiled(model, N, S, greedy, k, nucleus, stream, weights):
+    return jax.jit(functools.partial(_loop, model, N, S, greedy, k, nucleus, stream, weights))
 
 
-def _loop(model, N, S, greedy, k, nucleus, stream, params, tokens_BP, n_B, key, tau, p, stops):
+def _loop(model, N, S, greedy, k, nucleus, stream, stored, params, tokens_BP, n_B, key, tau, p,
+          stops):  # fmt: skip
     B = tokens_BP.shape[0]
     model, params = untie(model, params)
+    weights = decode_weights(model, params, stored)  # split, laid out and stored once
+    first = params if stored == "float32" else weights  # the prefill reads the same Ŵ
     # Only the cache is kept from the prefill, so XLA drops its [P, V] unembedding; the
     # loop's first step re-reads each prompt's last token and gives the logits after it.
-    _, cache = jax.vmap(lambda t_P, n: prefill(model, params, t_P, S, length=n))(tokens_BP, n_B)
-    weights = decode_weights(model, params)  # split and laid out once
+    _, cache = jax.vmap(lambda t_P, n: prefill(model, first, t_P, S, length=n))(tokens_BP, n_B)
     decode = jax.vmap(functools.partial(decode_step, model, weights))
 
     def more(state):

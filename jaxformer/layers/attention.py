@@ -203,8 +203,13 @@ class Attention(CachedAttention, AttentionTerm, Map):
         return jnp.einsum("grts,gsk->grtk", A, v_GSk).reshape(H, T, self.k)
 
     def out(self, params, z_HTk):
-        """Σ_h z^h W_O^h + b_O.   [H,T,k] → [T,d]."""
-        y = jnp.einsum("htk,hkd->td", z_HTk, params["W_O"].astype(z_HTk.dtype))
+        """Σ_h z^h W_O^h + b_O.   [H,T,k] → [T,d]; W_O [H,k,d], or [H·k, d] (the decode
+        layout: the heads' z side by side, [T, H·k], times one matrix)."""
+        W_O = params["W_O"].astype(z_HTk.dtype)
+        if W_O.ndim == 2:
+            y = jnp.swapaxes(z_HTk, 0, 1).reshape(z_HTk.shape[1], -1) @ W_O
+        else:
+            y = jnp.einsum("htk,hkd->td", z_HTk, W_O)
         return y + params["b_O"].astype(y.dtype) if self.has_out_bias else y
 
     def mask(self, T: int):

@@ -23,6 +23,8 @@ QKV = "W_QKV"  # the decode layout's fused projection (``decode_layout``)
 class CachedAttention:
     """The cached form of ``Attention`` (its fields: H, G, k, d, window, causal)."""
 
+    matrices = (QKV, "W_O")  # in the decode layout: [d, (H + 2G)·k] and [H·k, d]
+
     def ring(self, S: int) -> bool:
         """Whether a cache of S slots is a ring of ``window`` slots (the window is shorter)."""
         return self.window is not None and self.window < S
@@ -41,10 +43,12 @@ class CachedAttention:
     def decode_layout(self, params):
         """Its params as the decode loop reads them, laid out once before the loop: W_Q, W_K,
         W_V as one matrix [d, (H + 2G)·k], a plain matrix-vector product for XLA:CPU (the
-        [H, d, k] tensors it would transpose at every token)."""
+        [H, d, k] tensors it would transpose at every token), and W_O [H, k, d] as the
+        matrix [H·k, d] it is (a reshape; ``out`` reads either)."""
         W = jnp.concatenate([params["W_Q"], params["W_K"], params["W_V"]])  # [H + 2G, d, k]
-        rest = {n: v for n, v in params.items() if n not in ("W_Q", "W_K", "W_V")}
-        return rest | {QKV: jnp.swapaxes(W, 0, 1).reshape(self.d, -1)}
+        rest = {n: v for n, v in params.items() if n not in ("W_Q", "W_K", "W_V", "W_O")}
+        W_O = params["W_O"].reshape(self.H * self.k, self.d)
+        return rest | {QKV: jnp.swapaxes(W, 0, 1).reshape(self.d, -1), "W_O": W_O}
 
     def decode(self, params, cache, x_Td, positions, layer=()):
         """Write the chunk's k, v at its (contiguous) ``positions`` in this layer's slice of

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from ..core import Map, Param, Real, Term, Tokens
+from ..core.stored import StoredMatrix
 
 
 @dataclass(frozen=True, repr=False)
@@ -76,6 +77,7 @@ class Unembedding(Map):
     name: str = "unembed"
     softcap: float | None = None
     tokenwise = True
+    matrices = ("W_U",)
 
     domain = property(lambda self: Real("T", self.d))
     codomain = property(lambda self: Real("T", self.V))
@@ -86,7 +88,10 @@ class Unembedding(Map):
 
     def apply(self, params, x_Td):
         W_U = params["W_U"].astype(x_Td.dtype)
-        logits = jnp.einsum("td,dv->tv", x_Td, W_U, preferred_element_type=jnp.float32)
+        if isinstance(W_U, StoredMatrix):  # a decode loop's (core.stored): float32 products
+            logits = x_Td @ W_U.astype(jnp.float32)
+        else:
+            logits = jnp.einsum("td,dv->tv", x_Td, W_U, preferred_element_type=jnp.float32)
         if self.bias:
             logits = logits + params["b_U"]
         logits = logits.astype(jnp.float32)

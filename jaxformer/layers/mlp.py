@@ -77,6 +77,7 @@ class MLP(_TokenMLP):
     out_std: float | None = None
     name: str = "mlp"
     reads = ("W_in",)  # the matrices applied to its input (LayerNorm folding scales their rows)
+    matrices = ("W_in", "W_out")
 
     def __post_init__(self):
         _activation(self.activation)
@@ -128,6 +129,7 @@ class SwiGLU(_TokenMLP):
     name: str = "mlp"
     activation: str = "silu"
     reads = ("W_gate", "W_in")
+    matrices = ("W_gate", "W_in", "W_out")
     bias = False
 
     def __post_init__(self):
