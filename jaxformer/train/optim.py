@@ -205,7 +205,8 @@ def muon_axes(path, x) -> MuonDimensionNumbers | None:
 
 
 def _muon_dims(tree):
-    # a leaf of the partition's masked tree: Muon's (the AdamW ones are MaskedNode there)
+    # Muon's axes for each leaf it sees: the partition hands it the tree with the AdamW
+    # leaves masked out (optax's MaskedNode, which tree_map keeps as it is)
     return jax.tree_util.tree_map_with_path(muon_axes, tree)
 
 
@@ -225,11 +226,13 @@ def _by_fan(updates, params=None):
 def muon(cfg: TrainConfig) -> optax.GradientTransformation:
     """Muon (Jordan et al. 2024) on the blocks' matrices, AdamW on the rest (``muon_axes``):
 
-        M ← β M + g,   O = NS₅(β M + g) ≈ U Vᵀ  (M's orthogonal factor, Newton–Schulz),
-        W ← W − η_k (r/η) (√max(1, fan_out/fan_in) O) − η_k λ W
+        M ← β M + (1 − β) g,   N = β M̂ + (1 − β) ĝ   (Nesterov; ^: bias-corrected, β 0.95)
+        O = NS₅(N / ‖N‖_F) ≈ U Vᵀ   (N = U Σ Vᵀ; five quintic Newton–Schulz steps)
+        W ← W − η_k (r/η) √max(1, fan_out/fan_in) O − η_k λ W
 
     with r = ``muon_lr`` and η = ``lr``: one schedule, Muon's peak r. The decay is
-    η_k λ W, as AdamW's, whichever optimizer moves W.
+    η_k λ W, as AdamW's, whichever optimizer moves W. (tests/train/test_muon.py writes
+    these lines again in numpy.)
     """
     s = cfg.muon_lr / cfg.lr
     matrices = optax.chain(
