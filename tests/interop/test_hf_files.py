@@ -183,6 +183,10 @@ def test_to_hf_rejects_what_hf_cannot_express(tmp_path):
     attn_only = build(SMALL.replace(attn_only=True))
     with pytest.raises(ValueError, match="attn_only"):
         to_hf(attn_only, attn_only.init(jax.random.key(0)), tmp_path / "b")
+    for field, value in (("qk_norm", "head"), ("sliding_window", 4)):  # a GPT-2 HF lacks
+        gpt2 = build(SMALL.replace(family="gpt2", norm=None, positional=None, **{field: value}))
+        with pytest.raises(ValueError, match=f"HF's GPT-2 has no {field}"):
+            to_hf(gpt2, gpt2.init(jax.random.key(0)), tmp_path / field)
     bad = params | {"embed": {"W_E": np.zeros((16, 9), np.float32)}}
     with pytest.raises(ValueError, match=r"embed/W_E has shape \(16, 9\), expected \(16, 8\)"):
         to_hf(model, bad, tmp_path / "c")

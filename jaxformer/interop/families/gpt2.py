@@ -89,6 +89,12 @@ def config_to_hf(c: Config) -> dict:
     """The HF ``config.json`` of ``c``; fails naming the field GPT-2 cannot express."""
     if c.norm != "layernorm":
         raise ValueError(f"to_hf: GPT-2 normalises with LayerNorm, got norm={c.norm!r}")
+    for field in ("qk_norm", "sliding_window"):  # the model computes them; HF GPT-2 cannot
+        if getattr(c, field) is not None:
+            raise ValueError(
+                f"to_hf: HF's GPT-2 has no {field}, got {field}={getattr(c, field)!r}; "
+                "export a family that has it (qwen3: qk_norm; mistral: sliding_window)"
+            )
     if c.n_kv_heads != c.n_heads or c.d_head * c.n_heads != c.d_model:
         raise ValueError(
             f"to_hf: GPT-2 needs n_kv_heads = n_heads and d_head = d_model/n_heads, got "
