@@ -152,6 +152,7 @@ def nanogpt_child(run_cfg: dict, minutes: float, out: Path) -> None:
     c = NANOGPT
     corpus = corpus_of(run_cfg)
     train = torch.from_numpy(np.asarray(corpus.train, np.int64))
+    val = torch.from_numpy(np.asarray(corpus.val, np.int64))  # once, not at every estimate
     torch.manual_seed(c["seed"])
     model = nanogpt(corpus.tokenizer.n_vocab, c)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -189,7 +190,7 @@ def nanogpt_child(run_cfg: dict, minutes: float, out: Path) -> None:
         step(it, max_iters)
         it += 1
         if it % c["eval_interval"] == 0:
-            val_estimate(model, corpus, T, b, c["eval_iters"])
+            val_estimate(model, val, T, b, c["eval_iters"])
     train_s = time.perf_counter() - t0
     nll, n_bytes = 0.0, 0
     starts, mask = eval_windows(corpus.val.size, T)
@@ -213,12 +214,11 @@ def nanogpt_child(run_cfg: dict, minutes: float, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
-def val_estimate(model, corpus, T: int, b: int, n: int) -> float:
+def val_estimate(model, val, T: int, b: int, n: int) -> float:
     """train.py's periodic estimate_loss on val (it costs the run time, as there)."""
     import torch
     from torch.nn import functional as F
 
-    val = torch.from_numpy(np.asarray(corpus.val, np.int64))
     model.eval()
     losses = []
     with torch.no_grad():
