@@ -1,12 +1,15 @@
-"""Benchmark long-context training: dense attention against blockwise (flash) attention.
+"""Benchmark long-context training: dense attention against chunked and blockwise (flash).
 
     .venv/bin/python scripts/bench_attention.py [--T 512,1024,2048,4096,8192,16384]
-                                                [--impls dense,blockwise,none] [--steps 5]
+                                                [--impls dense,chunked,blockwise,none]
+                                                [--steps 5]
 
 The model: a GPT-2 composite with L=2, d=256, H=4 (k=64), V=4096, context T, f32, one
 window of T tokens (B=1), and the library's train step (``jaxformer.train.step``: clipping,
 AdamW). Its attention map is the library's ``Attention`` ("dense": the T×T scores and
-pattern of every head, masked; ``Config.attention="dense"``), a subclass defined below that calls
+pattern of every head, masked; ``Config.attention="dense"``), the same with
+``Config.attention="chunked"`` (``jaxformer.layers.chunked``: chunks of ``--block`` queries
+against the keys they see, dense memory), a subclass defined below that calls
 ``jaxformer.layers.blockwise.blockwise_attention`` ("blockwise"; same fields, same
 parameters), or one with z = v ("none": no attention at all, the rest of the step, which
 bounds what any attention can gain).
@@ -14,7 +17,8 @@ bounds what any attention can gain).
 Peak memory: each (T, implementation) compiles and runs two steps in a process of its own,
 and its max RSS is read from os.wait4 (that child's ru_maxrss), so one configuration does not
 inflate the next; XLA's own figure (memory_analysis: arguments + outputs + temporaries) is
-printed beside it. Dense is skipped, not run, when its estimated peak exceeds
+printed beside it. Dense (and chunked, at half of it) is skipped, not run, when its
+estimated peak exceeds
 ``--budget-gib`` (~DENSE_TENSORS·L·H·T²·4 bytes: the scores, the pattern and their gradients,
 the factor measured at T=4096); a child that fails anyway (the address-space limit set for
 it, XLA's allocator) is reported as OOM.
@@ -26,6 +30,7 @@ load is printed at the start and the end: rerun when it is low.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -74,10 +79,13 @@ def compiled_step(T: int, impl: str, block: int):
         forward = BlockwiseAttention.forward
 
     c = dict(family="gpt2", vocab_size=V, n_layers=L, d_model=D, n_heads=H, context=T)
-    if "attention" in {f.name for f in fields(Config)}:  # the library's own switch: dense here
-        c["attention"] = "dense"
+    if "attention" in {f.name for f in fields(Config)}:  # the library's own switch
+        c["attention"] = "chunked" if impl == "chunked" else "dense"
     model = build(Config(**c))
-    if impl != "dense":
+    if impl == "chunked":
+        attn = model.find("blocks.attn")
+        model = model.replace("blocks.attn", dataclasses.replace(attn, block=block))
+    elif impl != "dense":
         old = model.find("blocks.attn")
         cls = {"blockwise": BlockwiseAttention, "none": NoAttention}[impl]
         new = cls(**{f.name: getattr(old, f.name) for f in fields(old)})
@@ -150,7 +158,7 @@ def spawn(args, *child_args) -> tuple[dict | None, float, str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", default="512,1024,2048,4096,8192,16384", help="comma-separated")
-    p.add_argument("--impls", default="dense,blockwise,none")
+    p.add_argument("--impls", default="dense,chunked,blockwise,none")
     p.add_argument("--steps", type=int, default=5, help="timed rounds per T")
     p.add_argument("--block", type=int, default=128)
     p.add_argument("--budget-s", type=float, default=120.0, help="fewer rounds past this")
@@ -181,8 +189,8 @@ def main() -> None:
     for T in Ts:
         t0, mem = time.perf_counter(), {}
         for impl in args.impls.split(","):
-            need = DENSE_TENSORS * L * H * T * T * 4
-            if impl == "dense" and need > args.budget_gib * GiB:
+            need = DENSE_TENSORS * L * H * T * T * 4 // (2 if impl == "chunked" else 1)
+            if impl in ("dense", "chunked") and need > args.budget_gib * GiB:
                 mem[impl] = (None, 0, f"skipped (needs ~{need / GiB:.0f} GiB)")
             else:
                 mem[impl] = spawn(args, str(T), "memory", impl)
@@ -194,8 +202,8 @@ def main() -> None:
                 continue
             r = (timed or {}).get(impl)
             step = f"{r['step_s'] * 1e3:9.0f} {r['steps']:6}" if r else f"{'—':>9} {'—':>6}"
-            if impl == "blockwise" and r and "dense" in (timed or {}):
-                note = f"dense / blockwise = {timed['dense']['step_s'] / r['step_s']:.2f}×"
+            if impl in ("chunked", "blockwise") and r and "dense" in (timed or {}):
+                note = f"dense / {impl} = {timed['dense']['step_s'] / r['step_s']:.2f}×"
             print(f"{T:>6} {impl:10} {step} {rss / GiB:7.2f}G {info['xla_bytes'] / GiB:7.2f}G "
                   f"{info['compile_s']:6.1f}s  {note or error}", flush=True)  # fmt: skip
         if time.perf_counter() - t0 > args.stop_after_s * (1 + len(mem)) and T != Ts[-1]:

@@ -1,23 +1,27 @@
-"""Benchmark the training step: jaxformer's jitted step against a PyTorch eager reference.
+"""Benchmark the training step: jaxformer's jitted step against PyTorch eager, torch.compile
+and bf16 autocast.
 
     .venv/bin/python scripts/bench_train.py [--steps 10] [--configs small,medium]
-                                            [--no-torch] [--no-compile]
+                                            [--impls ...] [--no-torch] [--no-compile]
 
 Configs (GPT-2 family, f32, B=8 windows, V=4096): small L=4 H=4 d=256 T=256 and medium
 L=8 H=8 d=512 T=512. For each, ``jaxformer.train.step.make_train_step`` (the library's
 step: clipping, AdamW with decay on W_* only) and the same model and optimizer written in
 PyTorch eager below (pre-LN blocks, tied embeddings, GELU tanh, SDPA, 2 threads): medians
 of ms/step after warm-up, tokens/s, MFU, and the ratios. PyTorch runs in processes of its
-own, twice: as a PyTorch user runs it, and with the glibc malloc settings that
-``jaxformer.train.process.keep_freed_memory`` applies to the jaxformer process (they speed
-PyTorch up too).
+own, one per way of running it (``TORCH``): eager as a PyTorch user runs it; eager with the
+glibc malloc settings that ``jaxformer.train.process.keep_freed_memory`` applies to the
+jaxformer process (they speed PyTorch up too); ``torch.compile`` of the loss (the model and
+its cross-entropy, Inductor's C++ kernels); and eager under bf16 ``torch.autocast`` (CPU
+matmuls in bf16 through oneDNN, f32 master weights). jaxformer runs in f32 and with
+``compute_dtype="bfloat16"`` (a bf16 copy of the weights for the forward and backward).
 
 The two are first shown to be one model: the PyTorch processes load jaxformer's initial
 weights and its batch, and the first step's loss and gradient norm must agree (to 1e-4 and
-1e-3, relative) before anything is timed. Then the implementations take turns, in rounds
-(jaxformer, PyTorch, PyTorch tuned; again; …), so that a load that drifts during the run
-weighs on all of them alike; each round gives a ratio per pair, and their median is the
-ratio reported.
+1e-3, relative; in bf16 to 1e-2 and 5e-2) before anything is timed. Then the
+implementations take turns, in rounds (jaxformer, PyTorch eager, …; again; …), so that a
+load that drifts during the run weighs on all of them alike; each round gives a ratio per
+pair, and their median is the ratio reported.
 
     model FLOPs = 3 × the forward's FLOPs as describe counts them (the matmuls, ≈ 6·N +
     12·L·T·H·k per token, plus the elementwise work; the attention over all T keys, as the
@@ -78,7 +82,7 @@ def flops_of(compiled) -> float:
 class JaxStep:
     """The library's train step on fixed random windows, compiled once."""
 
-    def __init__(self, c: Config, T: int):
+    def __init__(self, c: Config, T: int, compute_dtype: str = "float32"):
         from jaxformer.train import step as S
         from jaxformer.train.config import TrainConfig
         from jaxformer.train.optim import optimizer
@@ -95,7 +99,7 @@ class JaxStep:
         self.batch = jnp.asarray(rng.integers(0, V, (1, B, T + 1)), jnp.int32)
         self.initial = jax.tree.map(np.asarray, self.params)  # before the step donates them
         t = time.perf_counter()
-        step = S.make_train_step(model, opt, "float32")
+        step = S.make_train_step(model, opt, compute_dtype)
         self.compiled = step.lower(self.params, self.state, self.batch).compile()
         self.compile_s = time.perf_counter() - t
         self.xla_flops = flops_of(self.compiled)
@@ -139,10 +143,14 @@ def torch_weights(params) -> dict[str, np.ndarray]:
 
 
 # -- the PyTorch eager reference -----------------------------------------------------------
-def torch_step(c: Config, T: int, threads: int, shared: Path | None = None):
-    """One step of the same model and optimizer in PyTorch eager, as a closure returning
-    the loss and the gradient norm. ``shared``: an .npz of jaxformer's weights
-    (``torch_weights``) and its batch, to start from instead of PyTorch's own."""
+def torch_step(c: Config, T: int, threads: int, shared: Path | None = None, mode="eager"):
+    """One step of the same model and optimizer in PyTorch, as a closure returning the loss
+    and the gradient norm. ``shared``: an .npz of jaxformer's weights (``torch_weights``)
+    and its batch, to start from instead of PyTorch's own. ``mode``: "eager", "compile"
+    (``torch.compile`` of the loss: the model and its cross-entropy) or "bf16" (eager under
+    ``torch.autocast(bfloat16)``)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -190,9 +198,15 @@ def torch_step(c: Config, T: int, threads: int, shared: Path | None = None):
     groups = [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95))
     x, y = w[:, :-1], w[:, 1:]
+    loss_of = lambda x, y: F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+    if mode == "compile":
+        loss_of = torch.compile(loss_of)
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    context = bf16 if mode == "bf16" else contextlib.nullcontext
 
     def step():
-        loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+        with context():
+            loss = loss_of(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -217,6 +231,15 @@ def timed(fn, k: int) -> list[float]:
 TUNED_MALLOC = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=" + (
     str(2**63)
 )
+# the ways PyTorch runs, each in its own process: (torch_step's mode, tuned malloc)
+TORCH = {
+    "pytorch eager": ("eager", False),
+    "pytorch tuned malloc": ("eager", True),
+    "torch.compile": ("compile", False),
+    "pytorch bf16 autocast": ("bf16", False),
+}
+JAX = {"jaxformer": "float32", "jaxformer bf16": "bfloat16"}
+BF16 = {"jaxformer bf16", "pytorch bf16 autocast"}  # checked to bf16's tolerance
 
 
 class TorchProcess:
@@ -224,13 +247,13 @@ class TorchProcess:
     jaxformer's weights and batch and driven over a pipe: ``first_step()`` once, then
     ``times(k)`` when its turn comes (it waits, idle, while the others run)."""
 
-    def __init__(self, name: str, args, shared: Path, tuned_malloc: bool):
+    def __init__(self, name: str, args, shared: Path, mode: str, tuned_malloc: bool):
         env = dict(os.environ)  # a GLIBC_TUNABLES given to this run applies to every process
         if tuned_malloc:
             tunables = [TUNED_MALLOC, env.get("GLIBC_TUNABLES")]
             env["GLIBC_TUNABLES"] = ":".join(filter(None, tunables))
         cmd = [sys.executable, __file__, "--torch-child", name, "--shared", str(shared)]
-        cmd += ["--torch-threads", str(args.torch_threads)]
+        cmd += ["--torch-threads", str(args.torch_threads), "--torch-mode", mode]
         pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.p = subprocess.Popen(cmd, env=env, **pipes)
 
@@ -252,10 +275,10 @@ class TorchProcess:
         self.p.wait()
 
 
-def torch_child(name: str, shared: Path, threads: int) -> None:
+def torch_child(name: str, shared: Path, threads: int, mode: str) -> None:
     """The PyTorch side of ``TorchProcess``: one JSON line per request on stdin."""
     c = config(name)
-    step = torch_step(c, c.context, threads, shared)
+    step = torch_step(c, c.context, threads, shared, mode)
     for line in sys.stdin:
         cmd, *arg = line.split()
         out = step() if cmd == "first" else timed(step, int(arg[0]))
@@ -264,13 +287,14 @@ def torch_child(name: str, shared: Path, threads: int) -> None:
 
 def check_same_model(first: dict[str, dict]) -> None:
     """Stop unless every implementation's first step on the shared weights has jaxformer's
-    loss (to 1e-4) and gradient norm (to 1e-3, relative): else the timings compare two
-    different models."""
+    loss (to 1e-4) and gradient norm (to 1e-3, relative; the bf16 ones to 1e-2 and 5e-2):
+    else the timings compare two different models."""
     ours = first["jaxformer"]
     for impl, m in first.items():
         print(f"  first step, {impl:22} loss {m['loss']:.6f}  grad norm {m['grad_norm']:.6f}")
     for impl, m in first.items():
-        for key, rtol in (("loss", 1e-4), ("grad_norm", 1e-3)):
+        tolerance = (1e-2, 5e-2) if impl in BF16 else (1e-4, 1e-3)
+        for key, rtol in zip(("loss", "grad_norm"), tolerance):
             if not abs(m[key] - ours[key]) <= rtol * abs(ours[key]):
                 sys.exit(f"{impl}'s first-step {key} {m[key]} is not jaxformer's {ours[key]}: "
                          "the PyTorch model is not the same model; not timing it")  # fmt: skip
@@ -279,20 +303,23 @@ def check_same_model(first: dict[str, dict]) -> None:
 def bench_config(name: str, args, peak: float) -> tuple[list[tuple], dict]:
     c = config(name)
     T = c.context
-    jx = JaxStep(c, T)
-    first = {"jaxformer": jx.first_step()}
+    jxs = {impl: JaxStep(c, T, dtype) for impl, dtype in JAX.items() if impl in args.impls}
+    jx = jxs["jaxformer"]
+    first = {impl: j.first_step() for impl, j in jxs.items()}
     procs = []
     if not args.no_torch:
         shared = Path(tempfile.mkdtemp()) / "shared.npz"
         np.savez(shared, batch=np.asarray(jx.batch[0]), **torch_weights(jx.initial))
-        for impl, tuned in (("pytorch eager", False), ("pytorch, tuned malloc", True)):
-            procs.append((impl, TorchProcess(name, args, shared, tuned)))
-        first |= {impl: proc.first_step() for impl, proc in procs}
+        for impl, (mode, tuned) in TORCH.items():
+            if impl in args.impls:
+                procs.append((impl, TorchProcess(name, args, shared, mode, tuned)))
+        first |= {impl: proc.first_step() for impl, proc in procs}  # torch.compile compiles
         shared.unlink()
         shared.parent.rmdir()
     print(f"{name}: the same model on the same weights?")
     check_same_model(first)
-    runs = {"jaxformer": lambda k: timed(jx, k)} | {impl: p.times for impl, p in procs}
+    runs = {impl: lambda k, j=j: timed(j, k) for impl, j in jxs.items()}
+    runs |= {impl: p.times for impl, p in procs}
     for run in runs.values():  # warm-up
         run(args.warmup)
     per_round = 2
@@ -301,14 +328,17 @@ def bench_config(name: str, args, peak: float) -> tuple[list[tuple], dict]:
     for _, proc in procs:
         proc.close()
     times = {impl: [t for r in rounds for t in r[impl]] for impl in runs}
-    # jaxformer / PyTorch per round: the ratio of their speeds, measured side by side
-    ratios = {impl: [statistics.median(r[impl]) / statistics.median(r["jaxformer"])
-                     for r in rounds] for impl in runs if impl != "jaxformer"}  # fmt: skip
+    # jaxformer / the other per round: the ratio of their speeds, measured side by side;
+    # jaxformer bf16 against PyTorch's bf16
+    pairs = [("jaxformer", impl) for impl in runs if impl != "jaxformer"]
+    pairs += [("jaxformer bf16", "pytorch bf16 autocast")] * (BF16 <= set(runs))
+    ratios = {pair: [statistics.median(r[pair[1]]) / statistics.median(r[pair[0]])
+                     for r in rounds] for pair in pairs}  # fmt: skip
     flops = model_flops(c, T)
     print(
         f"{name}: L={c.n_layers} H={c.n_heads} d={c.d_model} T={T} B={B} V={V}; model "
         f"FLOPs/step {flops / 1e9:.1f} G, XLA cost_analysis {jx.xla_flops / 1e9:.1f} G "
-        f"(×{jx.xla_flops / flops:.2f}); jaxformer compile {jx.compile_s:.1f} s; "
+        f"(×{jx.xla_flops / flops:.2f}); jaxformer compile {jx.compile_s:.1f} s (f32); "
         f"{len(rounds)} rounds of {per_round} steps each"
     )
     rows = []
@@ -352,17 +382,25 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--configs", default="small,medium", help=f"comma-separated: {list(CONFIGS)}")
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument(
+        "--impls", default=",".join([*JAX, *TORCH]),
+        help="comma-separated, of these (jaxformer f32 always runs)",
+    )  # fmt: skip
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip the compile-time table")
     p.add_argument("--torch-child", metavar="CONFIG", help=argparse.SUPPRESS)
     p.add_argument("--shared", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--torch-mode", default="eager", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.impls = set(args.impls.split(",")) | {"jaxformer"}
+    if unknown := args.impls - {*JAX, *TORCH}:
+        p.error(f"unknown --impls {sorted(unknown)}; choose from {[*JAX, *TORCH]}")
     names = args.configs.split(",")
     for name in names + [args.torch_child] * bool(args.torch_child):
         if name not in CONFIGS:
             p.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
     if args.torch_child:  # the PyTorch reference, driven by the parent (TorchProcess)
-        torch_child(args.torch_child, args.shared, args.torch_threads)
+        torch_child(args.torch_child, args.shared, args.torch_threads, args.torch_mode)
         return
 
     from jaxformer.train import report
@@ -383,10 +421,10 @@ def main() -> None:
     for cfg, impl, tps, ms, best, mfu in rows:
         print(f"{cfg:7} {impl:22} {tps:8.0f} {ms:8.1f} {best:8.1f} {mfu:6.1%}")
     for cfg in names:
-        for ref, per_round in ratios[cfg].items():
+        for (ours, ref), per_round in ratios[cfg].items():
             each = " ".join(f"{x:.2f}" for x in per_round)
             print(
-                f"{cfg}: jaxformer / {ref} = {statistics.median(per_round):.2f}× "
+                f"{cfg}: {ours} / {ref} = {statistics.median(per_round):.2f}× "
                 f"(the median of the rounds: {each})"
             )
     if not args.no_compile:

@@ -22,11 +22,14 @@ The variants of the model zoo are fields, each off by default:
 Packed documents (``core/documents.py``): inside ``documents(s)`` the query at i sees only
 keys of its own document (s_i = s_j) and RoPE rotates by the in-document position.
 
-How it is computed is a field too: ``impl="dense"`` materialises the [H,T,T] scores;
-``"blockwise"`` is FlashAttention (``blockwise.py``: O(T·block) memory, fully masked
-blocks skipped, a recomputing VJP); ``"auto"`` takes blockwise from T ≥ ``BLOCKWISE_FROM``
-and, on GPU, ``jax.nn.dot_product_attention`` (cuDNN) where it applies. The trace (for
-circuits) always computes densely: it returns the pattern.
+How it is computed is a field too: ``impl="dense"`` materialises the [H,T,T] scores and
+is differentiated by autodiff; ``"chunked"`` scores chunks of ``block`` queries against
+only the keys they see, with FlashAttention's backward from the saved exponentials
+(``chunked.py``: the masked triangle skipped, dense memory); ``"blockwise"`` is
+FlashAttention (``blockwise.py``: O(T·block) memory, fully masked blocks skipped, a
+recomputing VJP); ``"auto"`` takes chunked below T = ``BLOCKWISE_FROM``, blockwise from
+there and, on GPU, ``jax.nn.dot_product_attention`` (cuDNN) where it applies. The trace
+(for circuits) always computes densely: it returns the pattern.
 
 Computed batched over heads with einsum; ``heads``, ``W_QK`` and ``W_OV`` give
 the per-head terms that the circuits module reads. Its faces are beside it: its cached
@@ -45,10 +48,11 @@ from ..core.documents import current
 from .attention_cache import QKV, CachedAttention
 from .attention_term import AttentionTerm
 from .blockwise import blockwise_attention, sdpa_attention
+from .chunked import chunked_attention
 from .positional import rope
 
-BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: dense is faster below)
-IMPLS = ("dense", "blockwise", "auto")
+BLOCKWISE_FROM = 1024  # "auto": blockwise attention from this T on (CPU: chunked is faster below)
+IMPLS = ("dense", "chunked", "blockwise", "auto")
 
 
 @dataclass(frozen=True, repr=False)
@@ -72,7 +76,7 @@ class Attention(CachedAttention, AttentionTerm, Map):
     softcap: float | None = None
     window: int | None = None
     impl: str = "dense"
-    block: int = 128  # positions per block (blockwise)
+    block: int = 128  # positions per block (blockwise), queries per chunk (chunked)
 
     def __post_init__(self):
         G = self.kv_heads
@@ -249,7 +253,8 @@ class Attention(CachedAttention, AttentionTerm, Map):
             return sdpa_attention(q, k, v, **kw)
         docs = current()
         seg = None if docs is None else docs.segments
-        return blockwise_attention(q, k, v, **kw, block=self.block, segments=seg)
+        attend = chunked_attention if how == "chunked" else blockwise_attention
+        return attend(q, k, v, **kw, block=self.block, segments=seg)
 
     def split(self, key):
         """Through the heads' results: A = out ∘ heads, so a splice edits z^h."""
@@ -263,16 +268,16 @@ class Attention(CachedAttention, AttentionTerm, Map):
         return Real(self.H, "T", self.k)
 
     def how(self, T: int, dtype=jnp.float32) -> str:
-        """How ``apply`` computes at length T: "dense", "blockwise" or "sdpa" (cuDNN's fused
-        kernel, on GPU, for the half-precision inputs it takes, no soft-capping and one
-        document: packed documents go blockwise)."""
+        """How ``apply`` computes at length T: "dense", "chunked", "blockwise" or "sdpa"
+        (cuDNN's fused kernel, on GPU, for the half-precision inputs it takes, no soft-capping
+        and one document: packed documents go chunked or blockwise)."""
         if self.impl != "auto":
             return self.impl
         half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
         one_doc = current() is None
         if jax.default_backend() == "gpu" and half and self.softcap is None and one_doc:
             return "sdpa"
-        return "blockwise" if T >= BLOCKWISE_FROM else "dense"
+        return "blockwise" if T >= BLOCKWISE_FROM else "chunked"
 
     def trace_points(self):
         n = self.name

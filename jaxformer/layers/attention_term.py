@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..core import Term
 from .blockwise import block_pairs
+from .chunked import chunks
 
 
 class AttentionTerm:
@@ -94,8 +95,9 @@ class AttentionTerm:
 
     def keys(self, T: int) -> tuple[float, float]:
         """(keys a query is scored against as computed, as the math sees them), the mean over
-        the T queries: dense computes all T (the mask is applied, not exploited); blockwise
-        the key blocks it visits (causal: about half); the math the keys the mask keeps,
+        the T queries: dense computes all T (the mask is applied, not exploited); chunked the
+        keys each chunk of queries sees; blockwise the key blocks it visits (causal: about
+        half); the math the keys the mask keeps,
         (T + 1)/2 causal, at most ``window`` (cuDNN's kernel is counted as the math)."""
         w = self.window
         if w is not None and w < T:  # Σ_i min(i + 1, w) / T
@@ -103,6 +105,9 @@ class AttentionTerm:
         else:
             seen = (T + 1) / 2 if self.causal else T
         how = self.how(T)
+        if how == "chunked":  # each chunk's rows against its keys
+            spans = chunks(T, T, self.block, causal=self.causal, window=self.window)
+            return sum((b - a) * (hi - lo) for a, b, lo, hi in spans) / T, seen
         if how == "blockwise":
             B = min(self.block, T)
             pairs = block_pairs(T, T, self.block, causal=self.causal, window=self.window)

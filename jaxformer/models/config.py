@@ -63,7 +63,7 @@ class Config:
     # over an expert mesh axis, the rows each device sends each other: ⌈c·N·k/P⌉ (0: no
     # limit, no pair dropped; parallel/experts.py)
     capacity_factor: float | None = None
-    attention: str = "auto"  # how attention computes: "dense", "blockwise" (flash) or "auto"
+    attention: str = "auto"  # how attention computes: "dense", "chunked", "blockwise" or "auto"
     attn_only: bool = False  # no MLPs (the circuits papers' toy models)
     final_norm: bool = True
     init_std: float = 0.02
@@ -116,9 +116,10 @@ class Config:
                 f"Config.rotary_fraction={self.rotary_fraction} must lie in (0, 1] and rotate an "
                 f"even number of coordinates (got {self.rotary_dim} of d_head={self.d_head})"
             )
-        if self.attention not in ("dense", "blockwise", "auto"):
+        if self.attention not in ("dense", "chunked", "blockwise", "auto"):
             raise ValueError(
-                f"Config.attention must be 'dense', 'blockwise' or 'auto', got {self.attention!r}"
+                f"Config.attention must be 'dense', 'chunked', 'blockwise' or 'auto', got "
+                f"{self.attention!r}"
             )
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"Config.sliding_window must be ≥ 1, got {self.sliding_window}")

@@ -1,5 +1,6 @@
-"""Attention computed blockwise (flash) is the dense map: values and gradients, through the
-layer and through a whole model, for every variant the layer has; "auto" picks by T."""
+"""Attention computed blockwise (flash) or chunked is the dense map: values and gradients,
+through the layer and through a whole model, for every variant the layer has; "auto" picks
+by T."""
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +20,11 @@ VARIANTS = {
 }
 
 
+@pytest.mark.parametrize("impl", ["blockwise", "chunked"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_blockwise_attention_is_the_dense_map(name):
+def test_blockwise_and_chunked_attention_are_the_dense_map(name, impl):
     kw = dict(d=16, H=4, k=8) | VARIANTS[name]
-    dense, flash = Attention(**kw, impl="dense"), Attention(**kw, impl="blockwise", block=4)
+    dense, flash = Attention(**kw, impl="dense"), Attention(**kw, impl=impl, block=4)
     params = dense.init(jax.random.key(1))
     params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), params)
     x = jax.random.normal(jax.random.key(3), (13, 16))  # 13: not a multiple of the block
@@ -34,10 +36,11 @@ def test_blockwise_attention_is_the_dense_map(name):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_a_model_trains_the_same_blockwise_and_auto_picks_by_length():
+@pytest.mark.parametrize("impl", ["blockwise", "chunked"])
+def test_a_model_trains_the_same_blockwise_or_chunked_and_auto_picks_by_length(impl):
     c = Config(family="mistral", vocab_size=40, context=32, n_layers=2, d_model=16, n_heads=4,
                n_kv_heads=2, sliding_window=6)  # fmt: skip
-    dense, flash = build(c.replace(attention="dense")), build(c.replace(attention="blockwise"))
+    dense, flash = build(c.replace(attention="dense")), build(c.replace(attention=impl))
     params = dense.init(jax.random.key(0))
     t = jax.random.randint(jax.random.key(1), (20,), 0, 40)
     loss = lambda m: lambda p: jnp.mean(jax.nn.log_softmax(m(p, t[:-1]))[jnp.arange(19), t[1:]])
@@ -46,4 +49,4 @@ def test_a_model_trains_the_same_blockwise_and_auto_picks_by_length():
                     jax.tree.leaves(jax.grad(loss(dense))(params))):  # fmt: skip
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     auto = Attention(16, 4, 4, impl="auto")
-    assert auto.how(BLOCKWISE_FROM - 1) == "dense" and auto.how(BLOCKWISE_FROM) == "blockwise"
+    assert auto.how(BLOCKWISE_FROM - 1) == "chunked" and auto.how(BLOCKWISE_FROM) == "blockwise"

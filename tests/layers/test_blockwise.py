@@ -1,4 +1,5 @@
-"""Blockwise attention against attention written out in float64 here, values and gradients."""
+"""Blockwise and chunked attention against attention written out in float64 here, values and
+gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,9 @@ from jaxformer.layers.blockwise import (
     pattern,
     sdpa_attention,
 )
+from jaxformer.layers.chunked import chunked_attention, chunks
+
+IMPLS = {"blockwise": blockwise_attention, "chunked": chunked_attention}
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -47,11 +51,11 @@ def reference_grads(q, k, v, w, **kw):
         return [np.asarray(g) for g in jax.jit(jax.grad(f, (0, 1, 2)))(q, k, v)]
 
 
-def value_and_grads(q, k, v, w, dtype, **kw):
-    """z and ∇_{q,k,v} Σ w ⊙ z of blockwise attention on q, k, v cast to dtype, in one jit."""
+def value_and_grads(q, k, v, w, dtype, attend=blockwise_attention, **kw):
+    """z and ∇_{q,k,v} Σ w ⊙ z of ``attend`` on q, k, v cast to dtype, in one jit."""
 
     def f(q, k, v):
-        z, pullback = jax.vjp(lambda q, k, v: blockwise_attention(q, k, v, **kw), q, k, v)
+        z, pullback = jax.vjp(lambda q, k, v: attend(q, k, v, **kw), q, k, v)
         return z, pullback(jnp.asarray(w, dtype))
 
     return jax.jit(f)(*(jnp.asarray(x, dtype) for x in (q, k, v)))
@@ -73,11 +77,12 @@ CASES = {  # name: (H, G, T, S, block, options)
 }
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", CASES)
-def test_blockwise_equals_the_float64_formula(name):
+def test_blockwise_and_chunked_equal_the_float64_formula(name, impl):
     H, G, T, S, block, kw = CASES[name]
     q, k, v, w = inputs(H, G, T, S, scale=3.0 if "softcap" in kw else 1.0)  # logits reach the cap
-    z, grads = value_and_grads(q, k, v, w, jnp.float32, block=block, **kw)
+    z, grads = value_and_grads(q, k, v, w, jnp.float32, IMPLS[impl], block=block, **kw)
     np.testing.assert_allclose(z, reference(q, k, v, **kw), **TOL)
     for g, g64 in zip(grads, reference_grads(q, k, v, w, **kw)):
         np.testing.assert_allclose(g, g64, **TOL)
@@ -95,12 +100,14 @@ def _per_document(q, k, v, w, segments, **kw):
     return np.concatenate(z, axis=1), grads
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("kw", [{}, dict(window=7), dict(softcap=2.0), dict(causal=False)])
-def test_packed_documents_are_each_attended_alone(kw):
+def test_packed_documents_are_each_attended_alone(kw, impl):
     segments = np.repeat([1, 2, 3, 4, 0], [5, 23, 1, 17, 4])  # across blocks of 16, padding last
     q, k, v, w = inputs(4, 2, len(segments), scale=3.0 if kw else 1.0)
     seg = jnp.asarray(segments)
-    z, grads = value_and_grads(q, k, v, w, jnp.float32, block=16, segments=seg, **kw)
+    attend = IMPLS[impl]
+    z, grads = value_and_grads(q, k, v, w, jnp.float32, attend, block=16, segments=seg, **kw)
     want, want_grads = _per_document(q, k, v, w, segments, **kw)
     np.testing.assert_allclose(z, want, **TOL)
     for g, g64 in zip(grads, want_grads):
@@ -109,9 +116,10 @@ def test_packed_documents_are_each_attended_alone(kw):
     np.testing.assert_allclose(dense_attention(*x32, segments=seg, **kw), want, **TOL)
 
 
-def test_bf16_inputs_give_bf16_close_to_the_formula():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bf16_inputs_give_bf16_close_to_the_formula(impl):
     q, k, v, w = (np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64) for x in inputs(4, 2, 50))
-    z, grads = value_and_grads(q, k, v, w, jnp.bfloat16, block=16, window=21)
+    z, grads = value_and_grads(q, k, v, w, jnp.bfloat16, IMPLS[impl], block=16, window=21)
     assert z.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
     np.testing.assert_allclose(np.float32(z), reference(q, k, v, window=21), atol=2e-2, rtol=2e-2)
     for g, g64 in zip(grads, reference_grads(q, k, v, w, window=21)):
@@ -170,3 +178,20 @@ def test_masked_blocks_are_not_computed(window):
     z, (dq, _, _) = value_and_grads(q, k, v, w, jnp.float32, block=16, window=window)
     assert bool(jnp.isfinite(z[:, kept]).all()) and not bool(jnp.isfinite(z).all())
     assert bool(jnp.isfinite(dq[:, kept]).all()) and not bool(jnp.isfinite(dq).all())
+
+
+@pytest.mark.parametrize("causal, window", [(True, None), (True, 40), (True, 16), (False, None)])
+def test_chunks_span_exactly_the_keys_their_queries_see(causal, window):
+    T, C = 200, 16
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    seen = (j <= i if causal else j >= 0) & (j > i - window if window else j >= 0)
+    spans = chunks(T, T, C, causal=causal, window=window)
+    assert [a for a, *_ in spans] == (list(range(0, T, C)) if causal else [0])
+    for a, b, lo, hi in spans:  # the smallest key range holding every key a query of [a, b) sees
+        keys = np.flatnonzero(seen[a:b].any(0))
+        assert (lo, hi) == (keys[0], keys[-1] + 1)
+    computed = sum((b - a) * (hi - lo) for a, b, lo, hi in spans)
+    if causal and window is None:  # T = n·C: (n + 1)/2n of the dense products
+        n = T // C  # 12 whole chunks and a last of 8
+        assert computed == C * C * n * (n + 1) // 2 + (T - n * C) * T
+        assert computed < 0.55 * T * T
