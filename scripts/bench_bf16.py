@@ -50,7 +50,8 @@ def xla_rows(repeats: int) -> dict:
         for m, k, n in SHAPES:
             a = jnp.ones((m, k), dtype)
             b = jnp.ones((k, n), dtype)
-            rows[(f"XLA {dtype}", (m, k, n))] = timed(lambda: f(a, b).block_until_ready(), repeats)
+            call = lambda f=f, a=a, b=b: f(a, b).block_until_ready()
+            rows[(f"XLA {dtype}", (m, k, n))] = timed(call, repeats)
     return rows
 
 
@@ -65,20 +66,17 @@ def torch_rows(repeats: int, threads: int) -> dict:
         for m, k, n in SHAPES:
             a, b = torch.ones(m, k, dtype=dtype), torch.ones(k, n, dtype=dtype)
             name = f"PyTorch {str(dtype).removeprefix('torch.')}"
-            rows[(name, (m, k, n))] = timed(lambda: torch.mm(a, b), repeats)
+            rows[(name, (m, k, n))] = timed(lambda a=a, b=b: torch.mm(a, b), repeats)
     return rows
 
 
 def mkl():
     """MKL's runtime library from the mkl wheel, or None."""
-    import sysconfig
+    import glob
 
-    lib = os.path.join(sysconfig.get_config_var("LIBDIR") or "", "libmkl_rt.so.2")
-    prefix_lib = os.path.join(sys.prefix, "lib", "libmkl_rt.so.2")
-    for path in (prefix_lib, lib, ctypes.util.find_library("mkl_rt")):
-        if path and os.path.exists(path):
-            return ctypes.CDLL(path)
-    return None
+    found = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))  # the wheel's
+    path = found[-1] if found else ctypes.util.find_library("mkl_rt")
+    return ctypes.CDLL(path) if path else None
 
 
 def mkl_rows(repeats: int, threads: int) -> dict:
@@ -99,10 +97,9 @@ def mkl_rows(repeats: int, threads: int) -> dict:
                              ("MKL f32", lib.cblas_sgemm, np.float32)):  # fmt: skip
             one = np.float32(1).view(np.uint32) >> 16 if dt == np.uint16 else 1
             a, b = np.full((m, k), one, dt), np.full((k, n), one, dt)
-            call = lambda fn=fn, a=a, b=b: fn(
-                row, no, no, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0,
-                c.ctypes.data, n,
-            )  # fmt: skip
+            args = (row, no, no, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0,
+                    c.ctypes.data, n)  # fmt: skip
+            call = lambda fn=fn, args=args: fn(*args)
             call()
             if not np.all(c == k):  # the product of ones: k everywhere
                 sys.exit(f"{name}: {m}x{k}x{n} of ones is not {k}; not timing it")
