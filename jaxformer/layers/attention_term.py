@@ -97,8 +97,8 @@ class AttentionTerm:
         """(keys a query is scored against as computed, as the math sees them), the mean over
         the T queries: dense computes all T (the mask is applied, not exploited); chunked the
         keys each chunk of queries sees; blockwise the key blocks it visits (causal: about
-        half); the math the keys the mask keeps,
-        (T + 1)/2 causal, at most ``window`` (cuDNN's kernel is counted as the math)."""
+        half); the math the keys the mask keeps, (T + 1)/2 causal, at most ``window``
+        (cuDNN's kernel is counted as the math)."""
         w = self.window
         if w is not None and w < T:  # Σ_i min(i + 1, w) / T
             seen = (w * (w + 1) / 2 + (T - w) * w) / T
