@@ -22,7 +22,7 @@ def test_the_dry_run_prints_the_table(tmp_path):
     rows = json.loads(out.read_text())
     for key in rows:
         assert f"| {key}" in run.stdout
-    assert rows["device"] == "cpu" and rows["attention"] == "dense"
+    assert rows["device"] == "cpu" and rows["attention"] == "chunked"
     assert rows["train tokens/s"] > 0 and rows["decode tokens/s, batch 8"] > 0
     mfu = rows["train tokens/s"] * rows["model FLOPs per token (train, describe)"]
     printed = float(rows["train MFU"].split("%")[0]) / 100
