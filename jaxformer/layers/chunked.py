@@ -54,7 +54,8 @@ def _rows(q, k, v, bias, meta):
     rows stacked), k, v [G, S_a, k], bias [n, S_a] (0 or −∞)."""
     c, softcap = meta
     s = _cap(c * jnp.einsum("gnk,gsk->gns", q, k, preferred_element_type=f32), softcap)
-    E = jnp.exp(s + bias - jnp.max(s + bias, -1, keepdims=True))
+    masked = s + bias
+    E = jnp.exp(masked - jnp.max(masked, -1, keepdims=True))
     l = jnp.sum(E, -1, keepdims=True)
     z = jnp.einsum("gns,gsk->gnk", E.astype(v.dtype), v, preferred_element_type=f32) / l
     return z.astype(q.dtype), E, l, (s if softcap is not None else None)
@@ -109,4 +110,4 @@ def chunked_attention(q_HTk, k_GSk, v_GSk, *, causal=True, window=None, softcap=
         q = q_HTk[:, a:b].reshape(G, R * (b - a), dk)  # the heads sharing g: rows of one matmul
         z = _attend(q, k_GSk[:, lo:hi], v_GSk[:, lo:hi], jnp.tile(bias, (R, 1)), meta)
         out.append(z.reshape(H, b - a, dk))
-    return out[0] if len(out) == 1 else jnp.concatenate(out, axis=1)
+    return jnp.concatenate(out, axis=1)

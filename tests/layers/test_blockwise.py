@@ -191,7 +191,7 @@ def test_chunks_span_exactly_the_keys_their_queries_see(causal, window):
         keys = np.flatnonzero(seen[a:b].any(0))
         assert (lo, hi) == (keys[0], keys[-1] + 1)
     computed = sum((b - a) * (hi - lo) for a, b, lo, hi in spans)
-    if causal and window is None:  # T = n·C: (n + 1)/2n of the dense products
-        n = T // C  # 12 whole chunks and a last of 8
+    if causal and window is None:  # n whole chunks, the i-th seeing i·C keys, and a last of 8
+        n = T // C
         assert computed == C * C * n * (n + 1) // 2 + (T - n * C) * T
         assert computed < 0.55 * T * T
